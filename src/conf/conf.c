@@ -1,0 +1,460 @@
+/*
+ * conf - parse the configuration file and -o overrides against the table.
+ * See conf.h for the syntax. Every error names FILE:LINE: key so operators
+ * find it at once; start-up and `ternctl check` print the same lines.
+ */
+#include "conf/conf.h"
+
+#include <arpa/inet.h>
+#include <errno.h>
+#include <limits.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "core/str.h"
+#include "core/xalloc.h"
+
+#define F(field) offsetof(struct conf, field)
+
+static const struct conf_param conf_params[] = {
+	{"hostname", CONF_TYPE_STRING, F(hostname), NULL, "our name: greeting, EHLO, Received, bounces (default: the system host name)"},
+	{"smtp_listen", CONF_TYPE_LISTENERS, F(smtp_listen), "", "MX service listeners, addr:port list"},
+	{"submission_listen", CONF_TYPE_LISTENERS, F(submission_listen), "", "submission listeners (STARTTLS then AUTH)"},
+	{"submissions_listen", CONF_TYPE_LISTENERS, F(submissions_listen), "", "submission over implicit TLS"},
+	{"local_domains", CONF_TYPE_LIST, F(local_domains), "", "domains whose mail is delivered here"},
+	{"mail_dir", CONF_TYPE_PATH, F(mail_dir), "var/mail", "root of the Maildirs: <mail_dir>/<domain>/<localpart>/"},
+	{"queue_dir", CONF_TYPE_PATH, F(queue_dir), "var/queue", "the durable queue"},
+	{"users_file", CONF_TYPE_PATH, F(users_file), NULL, "accounts in Dovecot passwd-file format"},
+	{"aliases_file", CONF_TYPE_PATH, F(aliases_file), NULL, "alias@domain: target[, target...]"},
+	{"tls_cert", CONF_TYPE_PATH, F(tls_cert), NULL, "PEM certificate chain"},
+	{"tls_key", CONF_TYPE_PATH, F(tls_key), NULL, "PEM private key"},
+	{"dns_resolver", CONF_TYPE_ADDRPORT, F(dns_resolver), NULL, "send every DNS query to this server (addr:port)"},
+	{"smtp_port", CONF_TYPE_UINT, F(smtp_port), "25", "TCP port for outbound delivery to MX hosts"},
+	{"relayhost", CONF_TYPE_STRING, F(relayhost), NULL, "smarthost for all remote mail: [host]:port"},
+	{"max_message_size", CONF_TYPE_SIZE, F(max_message_size), "26214400", "largest message accepted, bytes"},
+	{"control_socket", CONF_TYPE_PATH, F(control_socket), "var/run/ternd.sock", "Unix socket for ternctl"},
+	{"run_user", CONF_TYPE_STRING, F(run_user), "tern", "unprivileged user when started as root"},
+	{"mynetworks", CONF_TYPE_LIST, F(mynetworks), "127.0.0.0/8, ::1/128", "trusted client networks allowed to relay"},
+	{"max_recipients", CONF_TYPE_UINT, F(max_recipients), "100", "recipients per message (more get 452 4.5.3)"},
+	{"max_connections", CONF_TYPE_UINT, F(max_connections), "1000", "concurrent SMTP sessions in total"},
+	{"max_connections_per_ip", CONF_TYPE_UINT, F(max_connections_per_ip), "50", "concurrent SMTP sessions per client address"},
+	{"max_errors", CONF_TYPE_UINT, F(max_errors), "10", "errors in a session before 421 and disconnect"},
+	{"command_timeout", CONF_TYPE_DURATION, F(command_timeout), "5m", "idle time allowed waiting for a command (RFC 5321 4.5.3.2.7)"},
+	{"data_timeout", CONF_TYPE_DURATION, F(data_timeout), "3m", "idle time allowed inside DATA/BDAT (RFC 5321 4.5.3.2.5)"},
+	{"retry_min", CONF_TYPE_DURATION, F(retry_min), "5m", "first retry delay after a temporary failure"},
+	{"retry_max", CONF_TYPE_DURATION, F(retry_max), "1h", "retry delay ceiling (the delay doubles up to it)"},
+	{"queue_lifetime", CONF_TYPE_DURATION, F(queue_lifetime), "5d", "undelivered mail bounces after this"},
+	{"delay_warning", CONF_TYPE_DURATION, F(delay_warning), "4h", "warn the sender after this delay (0 = off)"},
+	{"delivery_workers", CONF_TYPE_UINT, F(delivery_workers), "4", "threads doing local delivery"},
+	{"max_received_headers", CONF_TYPE_UINT, F(max_received_headers), "50", "more Received: headers is a mail loop (554 5.4.6)"},
+	{"postmaster", CONF_TYPE_STRING, F(postmaster), NULL, "where failed bounces go (default postmaster@hostname)"},
+	{"log_level", CONF_TYPE_STRING, F(log_level), "info", "debug, info, warn or err"},
+};
+
+const struct conf_param *conf_param_table(size_t *n)
+{
+	*n = sizeof(conf_params) / sizeof(conf_params[0]);
+	return conf_params;
+}
+
+const char *conf_type_str(enum conf_type t)
+{
+	switch (t) {
+	case CONF_TYPE_STRING: return "string";
+	case CONF_TYPE_PATH: return "path";
+	case CONF_TYPE_LIST: return "list";
+	case CONF_TYPE_UINT: return "number";
+	case CONF_TYPE_SIZE: return "size";
+	case CONF_TYPE_DURATION: return "duration";
+	case CONF_TYPE_ADDRPORT: return "addr:port";
+	case CONF_TYPE_LISTENERS: return "addr:port list";
+	}
+	return "unknown";
+}
+
+static const struct conf_param *conf_param_find(const char *name)
+{
+	size_t n;
+	const struct conf_param *t = conf_param_table(&n);
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(t[i].name, name) == 0)
+			return &t[i];
+	return NULL;
+}
+
+static char *trim(char *s)
+{
+	while (*s == ' ' || *s == '\t')
+		s++;
+	size_t n = strlen(s);
+	while (n && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '\r' || s[n - 1] == '\n'))
+		s[--n] = '\0';
+	return s;
+}
+
+static void list_free(struct conf_list *l)
+{
+	for (size_t i = 0; i < l->n; i++)
+		free(l->v[i]);
+	free(l->v);
+	l->v = NULL;
+	l->n = 0;
+}
+
+/* parse_suffixed - a number with an optional unit suffix from units[] */
+static int parse_suffixed(const char *v, const char *units, const uint64_t *mult, uint64_t *out)
+{
+	size_t n = strlen(v);
+	uint64_t m = 1;
+	if (n > 0) {
+		const char *u = strchr(units, v[n - 1] | 0x20);
+		if (u && v[n - 1] != '\0' && !(v[n - 1] >= '0' && v[n - 1] <= '9')) {
+			m = mult[u - units];
+			n--;
+		}
+	}
+	uint64_t x;
+	if (str_parse_u64(v, n, &x) < 0)
+		return -1;
+	if (m && x > UINT64_MAX / m)
+		return -1;
+	*out = x * m;
+	return 0;
+}
+
+int conf_split_addrport(const char *s, char *host, size_t hostlen, unsigned *port)
+{
+	const char *colon;
+	const char *h;
+	size_t hl;
+	if (s[0] == '[') {
+		const char *close = strchr(s, ']');
+		if (close == NULL || close[1] != ':')
+			return -1;
+		h = s + 1;
+		hl = (size_t)(close - h);
+		colon = close + 1;
+	} else {
+		colon = strrchr(s, ':');
+		if (colon == NULL || memchr(s, ':', (size_t)(colon - s)) != NULL)
+			return -1;
+		h = s;
+		hl = (size_t)(colon - s);
+	}
+	if (hl == 0 || hl >= hostlen)
+		return -1;
+	uint64_t p;
+	if (str_parse_u64(colon + 1, strlen(colon + 1), &p) < 0 || p == 0 || p > 65535)
+		return -1;
+	memcpy(host, h, hl);
+	host[hl] = '\0';
+	*port = (unsigned)p;
+	return 0;
+}
+
+/* check_listener - a listener must be a numeric address and a port */
+static const char *check_listener(const char *v)
+{
+	char host[256];
+	unsigned port;
+	if (conf_split_addrport(v, host, sizeof(host), &port) < 0)
+		return "expected addr:port or [v6addr]:port";
+	unsigned char a[16];
+	if (inet_pton(AF_INET, host, a) != 1 && inet_pton(AF_INET6, host, a) != 1)
+		return "listen address must be a numeric IPv4 or IPv6 address";
+	return NULL;
+}
+
+static char *resolve_path(const char *base_dir, const char *v)
+{
+	if (v[0] == '/' || base_dir == NULL)
+		return xstrdup(v);
+	struct strbuf sb;
+	strbuf_init(&sb);
+	strbuf_addf(&sb, "%s/%s", base_dir, v);
+	return strbuf_detach(&sb);
+}
+
+/* conf_set - check one value against its type and store it; NULL or a reason */
+static const char *conf_set(struct conf *c, const struct conf_param *p, const char *v,
+			    const char *base_dir)
+{
+	void *field = (char *)c + p->offset;
+	static const uint64_t size_mult[] = {1024ULL, 1024ULL * 1024, 1024ULL * 1024 * 1024};
+	static const uint64_t dur_mult[] = {1, 60, 3600, 86400, 604800};
+	uint64_t x;
+
+	switch (p->type) {
+	case CONF_TYPE_STRING:
+	case CONF_TYPE_PATH:
+	case CONF_TYPE_ADDRPORT: {
+		char **s = field;
+		if (p->type == CONF_TYPE_ADDRPORT && *v) {
+			char host[256];
+			unsigned port;
+			if (conf_split_addrport(v, host, sizeof(host), &port) < 0)
+				return "expected addr:port or [v6addr]:port";
+		}
+		free(*s);
+		if (*v == '\0')
+			*s = NULL;
+		else
+			*s = p->type == CONF_TYPE_PATH ? resolve_path(base_dir, v) : xstrdup(v);
+		return NULL;
+	}
+	case CONF_TYPE_LIST:
+	case CONF_TYPE_LISTENERS: {
+		struct conf_list *l = field;
+		list_free(l);
+		char *copy = xstrdup(v);
+		char *save = NULL;
+		for (char *tok = strtok_r(copy, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+			char *t = trim(tok);
+			if (*t == '\0')
+				continue;
+			if (p->type == CONF_TYPE_LISTENERS) {
+				const char *why = check_listener(t);
+				if (why) {
+					free(copy);
+					list_free(l);
+					return why;
+				}
+			}
+			l->v = xrealloc(l->v, (l->n + 1) * sizeof(char *));
+			l->v[l->n++] = xstrdup(t);
+		}
+		free(copy);
+		return NULL;
+	}
+	case CONF_TYPE_UINT:
+		if (str_parse_u64(v, strlen(v), &x) < 0)
+			return "expected a non-negative whole number";
+		*(uint64_t *)field = x;
+		return NULL;
+	case CONF_TYPE_SIZE:
+		if (parse_suffixed(v, "kmg", size_mult, &x) < 0)
+			return "expected a size in bytes (optionally with k, m or g)";
+		*(uint64_t *)field = x;
+		return NULL;
+	case CONF_TYPE_DURATION:
+		if (parse_suffixed(v, "smhdw", dur_mult, &x) < 0)
+			return "expected a duration (number with s, m, h, d or w)";
+		*(uint64_t *)field = x;
+		return NULL;
+	}
+	return "unknown type";
+}
+
+static void conf_err(struct strbuf *errs, const char *file, size_t line, const char *key,
+		     const char *why)
+{
+	strbuf_addf(errs, "%s:%zu: %s: %s\n", file, line, key, why);
+}
+
+/* conf_apply_line - one "key = value" line; counts errors into *nerr */
+static void conf_apply_line(struct conf *c, char *line, const char *file, size_t lineno,
+			    const char *base_dir, struct strbuf *errs, int *nerr)
+{
+	char *hash = strchr(line, '#');
+	if (hash)
+		*hash = '\0';
+	char *s = trim(line);
+	if (*s == '\0')
+		return;
+	char *eq = strchr(s, '=');
+	if (eq == NULL) {
+		conf_err(errs, file, lineno, trim(s), "expected key = value");
+		(*nerr)++;
+		return;
+	}
+	*eq = '\0';
+	char *key = trim(s);
+	char *val = trim(eq + 1);
+	const struct conf_param *p = conf_param_find(key);
+	if (p == NULL) {
+		conf_err(errs, file, lineno, key, "unknown key");
+		(*nerr)++;
+		return;
+	}
+	const char *why = conf_set(c, p, val, base_dir);
+	if (why) {
+		conf_err(errs, file, lineno, key, why);
+		(*nerr)++;
+	}
+}
+
+/* conf_check - rules that span keys or need the whole file */
+static void conf_check(struct conf *c, const char *file, struct strbuf *errs, int *nerr)
+{
+	if ((c->tls_cert == NULL) != (c->tls_key == NULL)) {
+		conf_err(errs, file, 0, c->tls_cert ? "tls_key" : "tls_cert",
+			 "tls_cert and tls_key must be set together");
+		(*nerr)++;
+	}
+	if (c->submissions_listen.n && c->tls_cert == NULL) {
+		conf_err(errs, file, 0, "submissions_listen", "implicit TLS needs tls_cert and tls_key");
+		(*nerr)++;
+	}
+	if (c->smtp_port == 0 || c->smtp_port > 65535) {
+		conf_err(errs, file, 0, "smtp_port", "must be 1 to 65535");
+		(*nerr)++;
+	}
+	if (c->max_message_size < 1024) {
+		conf_err(errs, file, 0, "max_message_size", "must be at least 1024");
+		(*nerr)++;
+	}
+	if (c->max_recipients == 0) {
+		conf_err(errs, file, 0, "max_recipients", "must be at least 1");
+		(*nerr)++;
+	}
+	if (c->delivery_workers == 0 || c->delivery_workers > 256) {
+		conf_err(errs, file, 0, "delivery_workers", "must be 1 to 256");
+		(*nerr)++;
+	}
+	if (c->retry_min == 0 || c->retry_max < c->retry_min) {
+		conf_err(errs, file, 0, "retry_max", "retry_min must be positive and not above retry_max");
+		(*nerr)++;
+	}
+	const char *lv = c->log_level;
+	if (strcmp(lv, "debug") && strcmp(lv, "info") && strcmp(lv, "warn") && strcmp(lv, "err")) {
+		conf_err(errs, file, 0, "log_level", "expected debug, info, warn or err");
+		(*nerr)++;
+	}
+	if (c->relayhost) {
+		char host[256];
+		unsigned port;
+		if (c->relayhost[0] == '[' ? conf_split_addrport(c->relayhost, host, sizeof(host), &port) < 0
+					   : strchr(c->relayhost, ' ') != NULL) {
+			conf_err(errs, file, 0, "relayhost", "expected [host]:port or host");
+			(*nerr)++;
+		}
+	}
+	for (size_t i = 0; i < c->local_domains.n; i++) {
+		str_lower_ascii(c->local_domains.v[i]);
+		const char *d = c->local_domains.v[i];
+		for (const char *q = d; *q; q++) {
+			if (!((*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') || *q == '-' || *q == '.')) {
+				conf_err(errs, file, 0, "local_domains", "a domain holds only letters, digits, '-' and '.'");
+				(*nerr)++;
+				break;
+			}
+		}
+	}
+	if (c->hostname == NULL) {
+		char h[256];
+		if (gethostname(h, sizeof(h)) < 0)
+			snprintf(h, sizeof(h), "localhost");
+		h[sizeof(h) - 1] = '\0';
+		c->hostname = xstrdup(h);
+	}
+	for (const char *q = c->hostname; *q; q++) {
+		if (*q <= ' ' || *q >= 0x7f) {
+			conf_err(errs, file, 0, "hostname", "must be a plain domain name");
+			(*nerr)++;
+			break;
+		}
+	}
+	if (c->postmaster == NULL) {
+		struct strbuf sb;
+		strbuf_init(&sb);
+		strbuf_addf(&sb, "postmaster@%s", c->hostname);
+		c->postmaster = strbuf_detach(&sb);
+	}
+}
+
+int conf_load(struct conf *c, const char *path, char *const *overrides, size_t n_overrides,
+	      struct strbuf *errs)
+{
+	memset(c, 0, sizeof(*c));
+	int nerr = 0;
+	size_t np;
+	const struct conf_param *t = conf_param_table(&np);
+
+	/* relative paths in defaults and -o are relative to the file's directory,
+	 * or to the working directory for /dev/null (CONTRACT.md) */
+	char *base_dir = NULL;
+	if (strcmp(path, "/dev/null") != 0) {
+		const char *slash = strrchr(path, '/');
+		base_dir = slash ? xstrndup(path, (size_t)(slash - path)) : xstrdup(".");
+		if (base_dir[0] == '\0') {
+			free(base_dir);
+			base_dir = xstrdup("/");
+		}
+	}
+
+	for (size_t i = 0; i < np; i++)
+		if (t[i].def)
+			(void)conf_set(c, &t[i], t[i].def, base_dir);
+
+	FILE *f = fopen(path, "re");
+	if (f == NULL) {
+		strbuf_addf(errs, "%s:0: (file): %s\n", path, strerror(errno));
+		free(base_dir);
+		return -1;
+	}
+	char *line = NULL;
+	size_t cap = 0;
+	size_t lineno = 0;
+	ssize_t r;
+	while ((r = getline(&line, &cap, f)) >= 0) {
+		lineno++;
+		if (memchr(line, '\0', (size_t)r) != NULL) {
+			conf_err(errs, path, lineno, "(line)", "contains a NUL byte");
+			nerr++;
+			continue;
+		}
+		conf_apply_line(c, line, path, lineno, base_dir, errs, &nerr);
+	}
+	free(line);
+	fclose(f);
+
+	for (size_t i = 0; i < n_overrides; i++) {
+		char *o = xstrdup(overrides[i]);
+		if (strchr(o, '=') == NULL) {
+			conf_err(errs, "-o", i + 1, o, "expected key=value");
+			nerr++;
+		} else {
+			conf_apply_line(c, o, "-o", i + 1, base_dir, errs, &nerr);
+		}
+		free(o);
+	}
+	conf_check(c, path, errs, &nerr);
+	free(base_dir);
+	return nerr ? -1 : 0;
+}
+
+void conf_free(struct conf *c)
+{
+	size_t np;
+	const struct conf_param *t = conf_param_table(&np);
+	for (size_t i = 0; i < np; i++) {
+		void *field = (char *)c + t[i].offset;
+		switch (t[i].type) {
+		case CONF_TYPE_STRING:
+		case CONF_TYPE_PATH:
+		case CONF_TYPE_ADDRPORT:
+			free(*(char **)field);
+			*(char **)field = NULL;
+			break;
+		case CONF_TYPE_LIST:
+		case CONF_TYPE_LISTENERS:
+			list_free(field);
+			break;
+		default:
+			break;
+		}
+	}
+}
+
+int conf_is_local_domain(const struct conf *c, const char *domain, size_t len)
+{
+	for (size_t i = 0; i < c->local_domains.n; i++) {
+		const char *d = c->local_domains.v[i];
+		if (strlen(d) == len && str_ncasecmp_ascii(d, domain, len) == 0)
+			return 1;
+	}
+	return 0;
+}

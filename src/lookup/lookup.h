@@ -1,0 +1,39 @@
+/*
+ * lookup - the recipient tables: accounts (users_file) and aliases
+ * (aliases_file), and the resolution of an RCPT address into the mailboxes
+ * or remote addresses it stands for.
+ *
+ * Exports:
+ *   lookup_load/lookup_free   load both files (errors "FILE:LINE: what")
+ *   lookup_user               the canonical account "local@domain" for an
+ *                             address (case-insensitive, subaddress
+ *                             "user+tag" folded), or NULL
+ *   lookup_password_hash      the stored hash of an account (for AUTH)
+ *   lookup_rcpt               resolve one RCPT path: local users, aliases
+ *                             (recursive, loops detected), subaddresses,
+ *                             remote targets; appends final recipients to
+ *                             the envelope, one per mailbox
+ * Trusts: the files are untrusted input and parsed strictly.
+ */
+#ifndef TERN_LOOKUP_LOOKUP_H
+#define TERN_LOOKUP_LOOKUP_H
+
+#include "conf/conf.h"
+#include "core/buf.h"
+#include "queue/envelope.h"
+#include "smtp/smtp_server.h"
+
+struct lookup_tables;
+
+/* lookup_load - NULL paths mean empty tables; NULL return with errs on error */
+struct lookup_tables *lookup_load(const char *users_file, const char *aliases_file, struct strbuf *errs);
+void lookup_free(struct lookup_tables *t);
+
+const char *lookup_user(const struct lookup_tables *t, const char *local, const char *domain);
+const char *lookup_password_hash(const struct lookup_tables *t, const char *account);
+
+enum smtp_rcpt_verdict lookup_rcpt(const struct lookup_tables *t, const struct conf *conf,
+				   const struct smtp_path *rcpt, int may_relay, struct envelope *env,
+				   const char *orcpt, unsigned notify);
+
+#endif

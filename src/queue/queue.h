@@ -1,0 +1,89 @@
+/*
+ * queue - the durable store. A message is acknowledged (250) only after
+ * queue_file_commit has reported success: its content and envelope are
+ * written, the file fsync'd, renamed into msg/, and msg/ fsync'd.
+ *
+ * Layout under queue_dir:
+ *   tmp/QID     being received (O_EXCL); never delivered; removed at start
+ *   msg/QID     committed: versioned envelope, content, end marker; immutable
+ *   state/QID   append-only recipient progress log (one record a line,
+ *               a torn last line is ignored: at worst a delivery repeats)
+ *   corrupt/    files that failed to parse, set aside, never delivered
+ *
+ * Commits go through a commit thread that shares one directory fsync among
+ * all messages waiting at that moment (group commit); the completion
+ * callback always runs on the event loop thread.
+ *
+ * Exports:
+ *   queue_open/queue_close          the store (and its commit thread)
+ *   queue_file_create               start a message: assigns env->qid,
+ *                                   writes the envelope header
+ *   queue_file_write                append content (buffered)
+ *   queue_file_commit               make it durable, then call done()
+ *   queue_file_abort                discard an unfinished message
+ *   queue_msg_load                  read envelope + progress of a message
+ *   queue_msg_content               open the content: fd, offset, length
+ *   queue_rcpt_record               durably record a recipient's outcome
+ *   queue_msg_remove                drop a finished message
+ *   queue_scan                      start-up recovery: clean tmp/, list msg/
+ *   queue_env_format/queue_env_parse the envelope text format (versioned)
+ * Trusts: nothing read from disk; every file is parsed as hostile input.
+ */
+#ifndef TERN_QUEUE_QUEUE_H
+#define TERN_QUEUE_QUEUE_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+#include "core/buf.h"
+#include "queue/envelope.h"
+
+struct event_base;
+struct queue;
+struct queue_file;
+
+/* queue_open - create the directories if needed; base may be NULL, then
+ * commits are synchronous and done() runs before queue_file_commit returns */
+struct queue *queue_open(const char *dir, struct event_base *base, char *err, size_t errlen);
+void queue_close(struct queue *q);
+
+struct queue_file *queue_file_create(struct queue *q, struct envelope *env, char *err, size_t errlen);
+/* queue_file_write - 0 ok, -1 write error (e.g. ENOSPC: reply 452 4.3.1) */
+int queue_file_write(struct queue_file *f, const void *p, size_t n);
+/* queue_file_errno - errno of the first failure, for choosing the reply */
+int queue_file_errno(const struct queue_file *f);
+
+/* done(arg, 0, NULL) when durable; done(arg, -1, reason) on failure (the file
+ * is removed). The queue_file is freed by the queue after done() returns. */
+typedef void (*queue_commit_done)(void *arg, int status, const char *reason);
+void queue_file_commit(struct queue_file *f, queue_commit_done done, void *arg);
+void queue_file_abort(struct queue_file *f);
+
+int queue_msg_load(struct queue *q, const char *qid, struct envelope *env, char *err, size_t errlen);
+/* queue_msg_content - fd positioned nowhere in particular; use pread from off */
+int queue_msg_content(struct queue *q, const char *qid, int *fd, off_t *off, off_t *len, char *err,
+		      size_t errlen);
+
+/* queue_rcpt_record - append "idx state ..." to state/QID and fdatasync it
+ * before returning: the outcome is durable before it is acted on */
+int queue_rcpt_record(struct queue *q, const char *qid, size_t idx, enum env_rcpt_state state,
+		      unsigned attempts, time_t next_attempt, const char *text, char *err, size_t errlen);
+/* queue_msg_hold - durably record held (1) or released (0) */
+int queue_msg_hold(struct queue *q, const char *qid, int held, char *err, size_t errlen);
+int queue_msg_remove(struct queue *q, const char *qid);
+
+/* queue_scan - remove tmp/ leftovers (never acknowledged), set aside corrupt
+ * files, and call found() for each committed message, oldest first */
+typedef void (*queue_scan_found)(void *arg, struct envelope *env);
+int queue_scan(struct queue *q, queue_scan_found found, void *arg, char *err, size_t errlen);
+
+/* the envelope text format, exposed for ternctl and the fuzz target */
+void queue_env_format(const struct envelope *env, struct strbuf *out);
+/* queue_env_parse - parse header text p[0..n) (up to and including the
+ * "content" line); *hdr_len = bytes used. 0 ok, -1 with reason in err */
+int queue_env_parse(const char *p, size_t n, struct envelope *env, size_t *hdr_len, char *err,
+		    size_t errlen);
+/* queue_state_parse - apply a state log's records to env */
+void queue_state_apply(const char *p, size_t n, struct envelope *env);
+
+#endif

@@ -1,0 +1,2 @@
+/* stub: being written */
+typedef int tern_stub_smtp_parse;

@@ -1,0 +1,109 @@
+/*
+ * smtp_server - the SMTP server session as a state machine with no sockets.
+ *
+ * Bytes from the client go in (smtp_session_input); replies and effects come
+ * out through a table of functions (struct smtp_server_ops) that the daemon
+ * implements with sockets and the queue, and that tests replace to replay a
+ * transcript in memory. Each command is a row of a verb table with a check
+ * (syntax, state, order) and a proceed (the work).
+ *
+ * PIPELINING (RFC 2920): all complete commands in the input are handled in
+ * order; their replies are gathered and handed to ops->write in one call when
+ * the input runs dry or the session must wait. While the session waits (a
+ * queue commit in flight) it consumes no input; smtp_session_wants_input()
+ * tells the caller to stop reading so memory stays bounded.
+ *
+ * Exports:
+ *   smtp_session_new/free        one session per connection
+ *   smtp_session_start           greeting (or 554 if the client spoke first)
+ *   smtp_session_input           feed bytes read from the client
+ *   smtp_session_eof             the client closed its side
+ *   smtp_session_timeout         the caller's idle timer fired
+ *   smtp_session_shutdown        the server is stopping: 421 and close
+ *   smtp_session_commit_done     completion of ops->msg_commit
+ *   smtp_session_wants_input     0 while waiting or closing
+ *   smtp_session_timeout_secs    the idle timeout that applies now
+ *   smtp_session_state_str       for logs
+ * Trusts: nothing from the client. Every path through it ends in a reply
+ * from smtp_reply's table or a close.
+ * Implements: RFC 5321 (sessions, 4.1.4 order, 4.5.3.2 timeouts), RFC 1869,
+ * RFC 1652 (8BITMIME), RFC 1870 (SIZE), RFC 2920, RFC 3030 (CHUNKING,
+ * BINARYMIME), RFC 2034 / RFC 3463 (enhanced codes), RFC 6531 (SMTPUTF8),
+ * RFC 3461 parameters (NOTIFY, ORCPT, RET, ENVID) as parsed values.
+ */
+#ifndef TERN_SMTP_SMTP_SERVER_H
+#define TERN_SMTP_SMTP_SERVER_H
+
+#include <stddef.h>
+
+#include "conf/conf.h"
+#include "queue/envelope.h"
+#include "smtp/smtp_parse.h"
+
+struct smtp_session;
+
+enum smtp_listener_kind {
+	SMTP_LISTENER_MX,          /* port 25 */
+	SMTP_LISTENER_SUBMISSION,  /* 587: STARTTLS then AUTH */
+	SMTP_LISTENER_SUBMISSIONS, /* 465: implicit TLS */
+};
+const char *smtp_listener_kind_str(enum smtp_listener_kind k);
+
+struct smtp_client_info {
+	const char *addr;     /* textual client IP, e.g. "127.0.0.1" */
+	const char *name;     /* reverse DNS name or NULL */
+	enum smtp_listener_kind kind;
+	int trusted;          /* client address is in mynetworks: may relay */
+	int tls;              /* session already under TLS (implicit TLS port) */
+	const char *session_id; /* for logs */
+};
+
+/* outcome of a recipient check */
+enum smtp_rcpt_verdict {
+	SMTP_RCPT_ACCEPT,        /* recipients were appended to the envelope */
+	SMTP_RCPT_UNKNOWN_USER,  /* 550 5.1.1 */
+	SMTP_RCPT_RELAY_DENIED,  /* 554 5.7.1 */
+	SMTP_RCPT_TEMPFAIL,      /* 451 4.3.0 e.g. alias loop / lookup trouble */
+};
+
+struct smtp_server_ops {
+	/* write - send reply bytes to the client (one call per batch) */
+	void (*write)(void *ctx, const char *p, size_t n);
+	/* close - close the connection once the written bytes are sent */
+	void (*close)(void *ctx);
+	/* rcpt_check - resolve a RCPT address: on ACCEPT, append the final
+	 * recipient(s) (aliases expanded, duplicates dropped) to env with orcpt
+	 * and notify as given. may_relay: the client is trusted or authenticated */
+	enum smtp_rcpt_verdict (*rcpt_check)(void *ctx, const struct smtp_path *rcpt, int may_relay,
+					     struct envelope *env, const char *orcpt, unsigned notify);
+	/* msg_open - start a queue file; fills env->qid; NULL with errno on failure */
+	struct queue_file *(*msg_open)(void *ctx, struct envelope *env);
+	/* msg_write - append content; -1 with errno on failure */
+	int (*msg_write)(void *ctx, struct queue_file *f, const char *p, size_t n);
+	/* msg_commit - make durable; must call smtp_session_commit_done later
+	 * (or from within, for synchronous implementations) */
+	void (*msg_commit)(void *ctx, struct queue_file *f, struct smtp_session *s);
+	void (*msg_abort)(void *ctx, struct queue_file *f);
+	/* msg_accepted - after 250 was queued for sending: hand the envelope to
+	 * the scheduler (may be NULL in tests) */
+	void (*msg_accepted)(void *ctx, const struct envelope *env);
+};
+
+struct smtp_session *smtp_session_new(const struct conf *conf, const struct smtp_client_info *info,
+				      const struct smtp_server_ops *ops, void *ctx);
+void smtp_session_free(struct smtp_session *s);
+
+void smtp_session_start(struct smtp_session *s, int client_spoke_first);
+void smtp_session_input(struct smtp_session *s, const char *p, size_t n);
+void smtp_session_eof(struct smtp_session *s);
+void smtp_session_timeout(struct smtp_session *s);
+void smtp_session_shutdown(struct smtp_session *s);
+/* status 0: durable (reply 250 with qid); else reply 451/452 */
+void smtp_session_commit_done(struct smtp_session *s, int status, int err_no, const char *reason);
+
+int smtp_session_wants_input(const struct smtp_session *s);
+unsigned smtp_session_timeout_secs(const struct smtp_session *s);
+int smtp_session_closed(const struct smtp_session *s);
+const char *smtp_session_state_str(const struct smtp_session *s);
+
+#endif
