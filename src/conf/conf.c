@@ -14,6 +14,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "core/netaddr.h"
 #include "core/str.h"
 #include "core/xalloc.h"
 
@@ -51,8 +52,11 @@ static const struct conf_param conf_params[] = {
 	{"delivery_workers", CONF_TYPE_UINT, F(delivery_workers), "4", "threads doing local delivery"},
 	{"max_received_headers", CONF_TYPE_UINT, F(max_received_headers), "50", "more Received: headers is a mail loop (554 5.4.6)"},
 	{"postmaster", CONF_TYPE_STRING, F(postmaster), NULL, "where failed bounces go (default postmaster@hostname)"},
+	{"greet_pause", CONF_TYPE_DURATION, F(greet_pause), "0", "wait this long before the greeting; a client that talks first gets 554 (0 = off)"},
 	{"log_level", CONF_TYPE_STRING, F(log_level), "info", "debug, info, warn or err"},
 };
+
+_Static_assert(sizeof(conf_params) / sizeof(conf_params[0]) <= 64, "struct conf_origin holds 64 keys");
 
 const struct conf_param *conf_param_table(size_t *n)
 {
@@ -248,6 +252,12 @@ static const char *conf_set(struct conf *c, const struct conf_param *p, const ch
 	return "unknown type";
 }
 
+/* where each key was last set: cross-key checks report that line */
+struct conf_origin {
+	const char *file[64];
+	size_t line[64];
+};
+
 static void conf_err(struct strbuf *errs, const char *file, size_t line, const char *key,
 		     const char *why)
 {
@@ -256,7 +266,7 @@ static void conf_err(struct strbuf *errs, const char *file, size_t line, const c
 
 /* conf_apply_line - one "key = value" line; counts errors into *nerr */
 static void conf_apply_line(struct conf *c, char *line, const char *file, size_t lineno,
-			    const char *base_dir, struct strbuf *errs, int *nerr)
+			    const char *base_dir, struct conf_origin *org, struct strbuf *errs, int *nerr)
 {
 	char *hash = strchr(line, '#');
 	if (hash)
@@ -279,6 +289,10 @@ static void conf_apply_line(struct conf *c, char *line, const char *file, size_t
 		(*nerr)++;
 		return;
 	}
+	size_t np;
+	size_t idx = (size_t)(p - conf_param_table(&np));
+	org->file[idx] = file;
+	org->line[idx] = lineno;
 	const char *why = conf_set(c, p, val, base_dir);
 	if (why) {
 		conf_err(errs, file, lineno, key, why);
@@ -286,41 +300,55 @@ static void conf_apply_line(struct conf *c, char *line, const char *file, size_t
 	}
 }
 
+/* conf_err_at - report against the line that set key (or FILE:0 for a default) */
+static void conf_err_at(struct strbuf *errs, const struct conf_origin *org, const char *deffile,
+			const char *key, const char *why)
+{
+	const struct conf_param *p = conf_param_find(key);
+	size_t np;
+	size_t idx = p ? (size_t)(p - conf_param_table(&np)) : 0;
+	if (p && org->file[idx])
+		conf_err(errs, org->file[idx], org->line[idx], key, why);
+	else
+		conf_err(errs, deffile, 0, key, why);
+}
+
 /* conf_check - rules that span keys or need the whole file */
-static void conf_check(struct conf *c, const char *file, struct strbuf *errs, int *nerr)
+static void conf_check(struct conf *c, const struct conf_origin *org, const char *deffile,
+		       struct strbuf *errs, int *nerr)
 {
 	if ((c->tls_cert == NULL) != (c->tls_key == NULL)) {
-		conf_err(errs, file, 0, c->tls_cert ? "tls_key" : "tls_cert",
+		conf_err_at(errs, org, deffile, c->tls_cert ? "tls_key" : "tls_cert",
 			 "tls_cert and tls_key must be set together");
 		(*nerr)++;
 	}
 	if (c->submissions_listen.n && c->tls_cert == NULL) {
-		conf_err(errs, file, 0, "submissions_listen", "implicit TLS needs tls_cert and tls_key");
+		conf_err_at(errs, org, deffile, "submissions_listen", "implicit TLS needs tls_cert and tls_key");
 		(*nerr)++;
 	}
 	if (c->smtp_port == 0 || c->smtp_port > 65535) {
-		conf_err(errs, file, 0, "smtp_port", "must be 1 to 65535");
+		conf_err_at(errs, org, deffile, "smtp_port", "must be 1 to 65535");
 		(*nerr)++;
 	}
 	if (c->max_message_size < 1024) {
-		conf_err(errs, file, 0, "max_message_size", "must be at least 1024");
+		conf_err_at(errs, org, deffile, "max_message_size", "must be at least 1024");
 		(*nerr)++;
 	}
 	if (c->max_recipients == 0) {
-		conf_err(errs, file, 0, "max_recipients", "must be at least 1");
+		conf_err_at(errs, org, deffile, "max_recipients", "must be at least 1");
 		(*nerr)++;
 	}
 	if (c->delivery_workers == 0 || c->delivery_workers > 256) {
-		conf_err(errs, file, 0, "delivery_workers", "must be 1 to 256");
+		conf_err_at(errs, org, deffile, "delivery_workers", "must be 1 to 256");
 		(*nerr)++;
 	}
 	if (c->retry_min == 0 || c->retry_max < c->retry_min) {
-		conf_err(errs, file, 0, "retry_max", "retry_min must be positive and not above retry_max");
+		conf_err_at(errs, org, deffile, "retry_max", "retry_min must be positive and not above retry_max");
 		(*nerr)++;
 	}
 	const char *lv = c->log_level;
 	if (strcmp(lv, "debug") && strcmp(lv, "info") && strcmp(lv, "warn") && strcmp(lv, "err")) {
-		conf_err(errs, file, 0, "log_level", "expected debug, info, warn or err");
+		conf_err_at(errs, org, deffile, "log_level", "expected debug, info, warn or err");
 		(*nerr)++;
 	}
 	if (c->relayhost) {
@@ -328,7 +356,7 @@ static void conf_check(struct conf *c, const char *file, struct strbuf *errs, in
 		unsigned port;
 		if (c->relayhost[0] == '[' ? conf_split_addrport(c->relayhost, host, sizeof(host), &port) < 0
 					   : strchr(c->relayhost, ' ') != NULL) {
-			conf_err(errs, file, 0, "relayhost", "expected [host]:port or host");
+			conf_err_at(errs, org, deffile, "relayhost", "expected [host]:port or host");
 			(*nerr)++;
 		}
 	}
@@ -337,7 +365,7 @@ static void conf_check(struct conf *c, const char *file, struct strbuf *errs, in
 		const char *d = c->local_domains.v[i];
 		for (const char *q = d; *q; q++) {
 			if (!((*q >= 'a' && *q <= 'z') || (*q >= '0' && *q <= '9') || *q == '-' || *q == '.')) {
-				conf_err(errs, file, 0, "local_domains", "a domain holds only letters, digits, '-' and '.'");
+				conf_err_at(errs, org, deffile, "local_domains", "a domain holds only letters, digits, '-' and '.'");
 				(*nerr)++;
 				break;
 			}
@@ -352,7 +380,14 @@ static void conf_check(struct conf *c, const char *file, struct strbuf *errs, in
 	}
 	for (const char *q = c->hostname; *q; q++) {
 		if (*q <= ' ' || *q >= 0x7f) {
-			conf_err(errs, file, 0, "hostname", "must be a plain domain name");
+			conf_err_at(errs, org, deffile, "hostname", "must be a plain domain name");
+			(*nerr)++;
+			break;
+		}
+	}
+	for (size_t i = 0; i < c->mynetworks.n; i++) {
+		if (netaddr_check_cidr(c->mynetworks.v[i]) < 0) {
+			conf_err_at(errs, org, deffile, "mynetworks", "expected addr or addr/prefixlen entries");
 			(*nerr)++;
 			break;
 		}
@@ -365,11 +400,14 @@ static void conf_check(struct conf *c, const char *file, struct strbuf *errs, in
 	}
 }
 
-int conf_load(struct conf *c, const char *path, char *const *overrides, size_t n_overrides,
-	      struct strbuf *errs)
+/* conf_load_stream - defaults, then the file's lines, then -o overrides */
+static int conf_load_stream(struct conf *c, const char *path, FILE *f, char *const *overrides,
+			    size_t n_overrides, struct strbuf *errs)
 {
 	memset(c, 0, sizeof(*c));
 	int nerr = 0;
+	struct conf_origin org;
+	memset(&org, 0, sizeof(org));
 	size_t np;
 	const struct conf_param *t = conf_param_table(&np);
 
@@ -389,12 +427,6 @@ int conf_load(struct conf *c, const char *path, char *const *overrides, size_t n
 		if (t[i].def)
 			(void)conf_set(c, &t[i], t[i].def, base_dir);
 
-	FILE *f = fopen(path, "re");
-	if (f == NULL) {
-		strbuf_addf(errs, "%s:0: (file): %s\n", path, strerror(errno));
-		free(base_dir);
-		return -1;
-	}
 	char *line = NULL;
 	size_t cap = 0;
 	size_t lineno = 0;
@@ -406,10 +438,9 @@ int conf_load(struct conf *c, const char *path, char *const *overrides, size_t n
 			nerr++;
 			continue;
 		}
-		conf_apply_line(c, line, path, lineno, base_dir, errs, &nerr);
+		conf_apply_line(c, line, path, lineno, base_dir, &org, errs, &nerr);
 	}
 	free(line);
-	fclose(f);
 
 	for (size_t i = 0; i < n_overrides; i++) {
 		char *o = xstrdup(overrides[i]);
@@ -417,13 +448,44 @@ int conf_load(struct conf *c, const char *path, char *const *overrides, size_t n
 			conf_err(errs, "-o", i + 1, o, "expected key=value");
 			nerr++;
 		} else {
-			conf_apply_line(c, o, "-o", i + 1, base_dir, errs, &nerr);
+			conf_apply_line(c, o, "-o", i + 1, base_dir, &org, errs, &nerr);
 		}
 		free(o);
 	}
-	conf_check(c, path, errs, &nerr);
+	conf_check(c, &org, path, errs, &nerr);
 	free(base_dir);
 	return nerr ? -1 : 0;
+}
+
+int conf_load(struct conf *c, const char *path, char *const *overrides, size_t n_overrides,
+	      struct strbuf *errs)
+{
+	FILE *f = fopen(path, "re");
+	if (f == NULL) {
+		memset(c, 0, sizeof(*c));
+		strbuf_addf(errs, "%s:0: (file): %s\n", path, strerror(errno));
+		return -1;
+	}
+	int r = conf_load_stream(c, path, f, overrides, n_overrides, errs);
+	fclose(f);
+	return r;
+}
+
+int conf_load_mem(struct conf *c, const char *name, const char *data, size_t len,
+		  char *const *overrides, size_t n_overrides, struct strbuf *errs)
+{
+	static const char empty[1];
+	FILE *f = fmemopen(len ? (void *)data : (void *)empty, len ? len : 1, "r");
+	if (f == NULL) {
+		memset(c, 0, sizeof(*c));
+		strbuf_addf(errs, "%s:0: (file): %s\n", name, strerror(errno));
+		return -1;
+	}
+	if (len == 0)
+		(void)fgetc(f); /* consume the placeholder byte: an empty file */
+	int r = conf_load_stream(c, name, f, overrides, n_overrides, errs);
+	fclose(f);
+	return r;
 }
 
 void conf_free(struct conf *c)

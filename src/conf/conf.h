@@ -61,6 +61,7 @@ struct conf {
 	uint64_t delivery_workers;
 	uint64_t max_received_headers;
 	char *postmaster;
+	uint64_t greet_pause;      /* seconds, 0 = off */
 	char *log_level;
 };
 
@@ -90,6 +91,11 @@ const struct conf_param *conf_param_table(size_t *n);
 /* conf_load - 0 when good; -1 with one error line per problem in errs */
 int conf_load(struct conf *c, const char *path, char *const *overrides, size_t n_overrides,
 	      struct strbuf *errs);
+/* conf_load_mem - the same from memory (tests, fuzzing); name is used in errors
+ * and, like a path, for the directory of relative paths */
+int conf_load_mem(struct conf *c, const char *name, const char *data, size_t len,
+		  char *const *overrides, size_t n_overrides, struct strbuf *errs);
+/* conf_free - release; conf_free after a failed load is allowed */
 void conf_free(struct conf *c);
 
 int conf_is_local_domain(const struct conf *c, const char *domain, size_t len);

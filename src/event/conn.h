@@ -1,0 +1,50 @@
+/*
+ * conn - one client connection: socket I/O, timers and limits around an
+ * smtp_session. The session never touches the socket; conn reads into it,
+ * writes what it replies, and implements its effects with the queue, the
+ * lookup tables and the scheduler.
+ *
+ * Exports:
+ *   struct conn_server     what every connection shares (conf, queue, ...)
+ *   conn_server_init/fini  the shared state, incl. per-client-IP counts
+ *   conn_accept            take a new socket from a listener
+ *   conn_shutdown_all      SIGTERM: 421 to idle sessions, finish commits
+ *   conn_count             live connections
+ * Trusts: nothing from the socket; every byte goes to the session.
+ */
+#ifndef TERN_EVENT_CONN_H
+#define TERN_EVENT_CONN_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include "conf/conf.h"
+
+struct event_base;
+struct lookup_tables;
+struct queue;
+struct sched;
+struct conn;
+struct conn_iptab;
+
+struct conn_server {
+	struct event_base *base;
+	const struct conf *conf;      /* replaced on SIGHUP */
+	struct lookup_tables *tables; /* replaced on SIGHUP */
+	struct queue *queue;
+	struct sched *sched;
+	struct conn *conns;           /* list of live connections */
+	size_t nconns;
+	struct conn_iptab *iptab;     /* connections per client address */
+	unsigned long long next_id;
+	int shutting_down;
+	void (*on_idle)(struct conn_server *srv); /* called when nconns drops to 0 while shutting down */
+};
+
+void conn_server_init(struct conn_server *srv);
+void conn_server_fini(struct conn_server *srv);
+void conn_accept(struct conn_server *srv, int fd, int kind, const struct sockaddr_storage *peer,
+		 socklen_t peerlen);
+void conn_shutdown_all(struct conn_server *srv);
+
+#endif
