@@ -39,6 +39,7 @@
 #include "queue/queue.h"
 #include "sched/sched.h"
 #include "smtp/smtp_server.h"
+#include "tls/tls.h"
 
 struct ternd {
 	const char *conf_path;
@@ -256,6 +257,22 @@ static void ternd_reload(struct ternd *t)
 		free(c);
 		return;
 	}
+	struct tls_server *tls = NULL;
+	if (c->tls_cert) {
+		char err[512];
+		tls = tls_server_new(c->tls_cert, c->tls_key, err, sizeof(err));
+		if (tls == NULL) {
+			log_event(LOG_LEVEL_ERR, "reload_failed", "%s; keeping the running configuration", err);
+			lookup_free(tab);
+			conf_free(c);
+			free(c);
+			return;
+		}
+	}
+	/* sessions already under TLS keep their context (refcounted); new
+	 * handshakes use the new certificate */
+	tls_server_unref(t->srv.tls);
+	t->srv.tls = tls;
 	lookup_free(t->srv.tables);
 	t->srv.tables = tab;
 	t->old_confs = xrealloc(t->old_confs, (t->nold + 1) * sizeof(*t->old_confs));
@@ -322,6 +339,15 @@ int main(int argc, char **argv)
 		return 1;
 	signal(SIGPIPE, SIG_IGN);
 	ternd_raise_nofile();
+	if (t.conf->tls_cert) {
+		/* read the key while still privileged: it may be readable by root only */
+		char terr[512];
+		t.srv.tls = tls_server_new(t.conf->tls_cert, t.conf->tls_key, terr, sizeof(terr));
+		if (t.srv.tls == NULL) {
+			fprintf(stderr, "%s:0: tls_cert: %s\n", t.conf_path, terr);
+			return 1;
+		}
+	}
 
 	t.base = event_base_new();
 	if (t.base == NULL) {
@@ -376,6 +402,7 @@ int main(int argc, char **argv)
 	sched_free(t.sched);
 	queue_close(t.queue);
 	lookup_free(t.srv.tables);
+	tls_server_unref(t.srv.tls);
 	conn_server_fini(&t.srv);
 	event_free(t.sig_term);
 	event_free(t.sig_int);

@@ -1,2 +1,315 @@
-/* stub: being written */
-typedef int tern_stub_maildir;
+/*
+ * maildir - local delivery into a Maildir (cr.yp.to/proto/maildir.html),
+ * the layout Dovecot reads with mail_location = maildir:<mail_dir>/%d/%n.
+ *
+ * Exports:
+ *   maildir_deliver   content[off, off+len) of a queue file into the mailbox
+ *                     of "local@domain": 0 delivered and durable, -1
+ *                     temporary failure with "path: reason" in err
+ *
+ * The steps, each for durability: create tmp/<unique> (O_EXCL), write
+ * Return-Path, Delivered-To and the content with CRLF turned into LF, fsync
+ * the file, rename it into new/<unique>,S=<size>, fsync new/. Only then is
+ * the message delivered; on any failure the tmp file is removed, so new/
+ * never holds a partial message (a reader only ever looks in new/ and cur/).
+ *
+ * Thread-safe: several delivery workers call it at once. Unique names come
+ * from time, pid, a process-wide atomic counter and random bits, so two
+ * threads (or two processes) never pick the same name.
+ *
+ * Trusts: account came from users_file but is checked again so that no
+ * path component can leave mail_dir; return_path and account must not hold
+ * control characters (they become header lines).
+ */
+#include "deliver/maildir.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+#include <unistd.h>
+
+#include "core/fsutil.h"
+
+#define MAILDIR_IO_BUF 32768 /* two of these live on a worker thread's stack */
+#define MAILDIR_HOST_MAX 255
+
+static atomic_ulong maildir_counter;
+
+/*
+ * maildir_name_ok - a path component we may create under mail_dir: not
+ * empty, no leading '.' (hides "..", ".", and Maildir++ folders), no '/',
+ * no control bytes, not longer than a file name can be.
+ */
+static int maildir_name_ok(const char *s, size_t n)
+{
+	if (n == 0 || n > NAME_MAX || s[0] == '.')
+		return 0;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c == '/' || c == '\0' || c < 0x20 || c == 0x7f)
+			return 0;
+	}
+	return 1;
+}
+
+/* maildir_text_ok - no CR, LF or other control bytes (header injection) */
+static int maildir_text_ok(const char *s)
+{
+	for (; *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c < 0x20 || c == 0x7f)
+			return 0;
+	}
+	return 1;
+}
+
+/* maildir_dir_ensure - mkdir one level; *created tells whether it was new */
+static int maildir_dir_ensure(const char *path, int *created, char *err, size_t errlen)
+{
+	if (mkdir(path, 0700) == 0) {
+		*created = 1;
+		return 0;
+	}
+	if (errno == EEXIST) {
+		struct stat st;
+		if (stat(path, &st) == 0 && S_ISDIR(st.st_mode))
+			return 0;
+		snprintf(err, errlen, "%s: not a directory", path);
+		return -1;
+	}
+	snprintf(err, errlen, "%s: %s", path, strerror(errno));
+	return -1;
+}
+
+/*
+ * maildir_prepare - make <box>/{cur,new,tmp}. A directory we create is
+ * made durable by syncing its parent, or a crash could lose the mailbox
+ * (and the mail in it) after we reported delivery.
+ */
+static int maildir_prepare(const char *mail_dir, const char *domain_dir, const char *box, char *err,
+			   size_t errlen)
+{
+	char p[PATH_MAX + 8];
+	struct stat st;
+	static const char *const subs[] = {"cur", "new", "tmp"};
+	size_t have = 0;
+	for (size_t i = 0; i < 3; i++) {
+		snprintf(p, sizeof(p), "%s/%s", box, subs[i]);
+		have += stat(p, &st) == 0 && S_ISDIR(st.st_mode);
+	}
+	if (have == 3)
+		return 0;
+
+	int c_dom = 0, c_box = 0, c_sub = 0;
+	if (fs_mkdir_p(mail_dir, 0700, err, errlen) < 0)
+		return -1;
+	if (maildir_dir_ensure(domain_dir, &c_dom, err, errlen) < 0)
+		return -1;
+	if (maildir_dir_ensure(box, &c_box, err, errlen) < 0)
+		return -1;
+	for (size_t i = 0; i < 3; i++) {
+		snprintf(p, sizeof(p), "%s/%s", box, subs[i]);
+		if (maildir_dir_ensure(p, &c_sub, err, errlen) < 0)
+			return -1;
+	}
+	if (c_sub && fs_fsync_dir(box, err, errlen) < 0)
+		return -1;
+	if (c_box && fs_fsync_dir(domain_dir, err, errlen) < 0)
+		return -1;
+	if (c_dom && fs_fsync_dir(mail_dir, err, errlen) < 0)
+		return -1;
+	return 0;
+}
+
+/*
+ * maildir_unique - "<secs>.M<usec>P<pid>Q<counter>R<random>.<host>", the
+ * Maildir spec's name with Dovecot's fields; '/' and ':' in the host are
+ * written \057 and \072 as the spec asks.
+ */
+static void maildir_unique(char *out, size_t cap, const char *hostname)
+{
+	struct timeval tv;
+	gettimeofday(&tv, NULL);
+	unsigned long q = atomic_fetch_add(&maildir_counter, 1) + 1;
+	uint64_t rnd = 0;
+	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd))
+		rnd = ((uint64_t)tv.tv_usec << 32) ^ (uint64_t)(uintptr_t)&rnd ^ q;
+	char host[MAILDIR_HOST_MAX * 4 + 1];
+	size_t h = 0;
+	if (hostname == NULL || hostname[0] == '\0')
+		hostname = "localhost";
+	for (size_t i = 0; hostname[i] && i < MAILDIR_HOST_MAX; i++) {
+		unsigned char c = (unsigned char)hostname[i];
+		if (c == '/' || c == ':' || c < 0x20 || c == 0x7f || c == ',') {
+			/* ',' too: it would be read as the start of ",S=" */
+			h += (size_t)snprintf(host + h, sizeof(host) - h, "\\%03o", c);
+		} else {
+			host[h++] = (char)c;
+		}
+	}
+	host[h] = '\0';
+	snprintf(out, cap, "%lld.M%ldP%ldQ%luR%016llx.%s", (long long)tv.tv_sec, (long)tv.tv_usec,
+		 (long)getpid(), q, (unsigned long long)rnd, host);
+}
+
+/* maildir_put - buffered write; -1 with errno */
+static int maildir_put(int fd, char *buf, size_t *blen, const char *p, size_t n, off_t *total)
+{
+	if (*blen + n > MAILDIR_IO_BUF) {
+		if (fs_write_all(fd, buf, *blen) < 0)
+			return -1;
+		*blen = 0;
+	}
+	if (n > MAILDIR_IO_BUF) {
+		if (fs_write_all(fd, p, n) < 0)
+			return -1;
+		*total += (off_t)n;
+		return 0;
+	}
+	memcpy(buf + *blen, p, n);
+	*blen += n;
+	*total += (off_t)n;
+	return 0;
+}
+
+/*
+ * maildir_copy - content[off, off+len) of in into out with CRLF -> LF.
+ * A CR at the end of one read is held back until the next byte is known,
+ * so a CRLF split across reads is still converted; a lone CR is kept.
+ * -1 with errno (EIO for a file shorter than promised).
+ */
+static int maildir_copy(int in, off_t off, off_t len, int out, off_t *total)
+{
+	static const char cr = '\r';
+	char ibuf[MAILDIR_IO_BUF];
+	char obuf[MAILDIR_IO_BUF];
+	size_t olen = 0;
+	int held_cr = 0;
+	off_t done = 0;
+	while (done < len) {
+		size_t want = (size_t)(len - done < (off_t)sizeof(ibuf) ? len - done : (off_t)sizeof(ibuf));
+		ssize_t r = pread(in, ibuf, want, off + done);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			return -1;
+		if (r == 0) {
+			errno = EIO; /* the queue file is shorter than the envelope says */
+			return -1;
+		}
+		done += r;
+		size_t start = 0;
+		for (size_t i = 0; i < (size_t)r; i++) {
+			if (held_cr) {
+				held_cr = 0;
+				if (ibuf[i] != '\n' && maildir_put(out, obuf, &olen, &cr, 1, total) < 0)
+					return -1;
+			}
+			if (ibuf[i] != '\r')
+				continue;
+			if (i > start && maildir_put(out, obuf, &olen, ibuf + start, i - start, total) < 0)
+				return -1;
+			start = i + 1;
+			held_cr = 1;
+		}
+		if ((size_t)r > start && maildir_put(out, obuf, &olen, ibuf + start, (size_t)r - start, total) < 0)
+			return -1;
+	}
+	if (held_cr && maildir_put(out, obuf, &olen, &cr, 1, total) < 0)
+		return -1;
+	if (olen > 0 && fs_write_all(out, obuf, olen) < 0)
+		return -1;
+	return 0;
+}
+
+int maildir_deliver(const char *mail_dir, const char *hostname, const char *account, int fd, off_t off,
+		    off_t len, const char *return_path, char *err, size_t errlen)
+{
+	char dummy[1];
+	if (err == NULL || errlen == 0) {
+		err = dummy;
+		errlen = sizeof(dummy);
+	}
+	err[0] = '\0';
+	if (mail_dir == NULL || mail_dir[0] == '\0' || account == NULL || off < 0 || len < 0) {
+		snprintf(err, errlen, "maildir: bad arguments");
+		return -1;
+	}
+	if (return_path == NULL)
+		return_path = "";
+	const char *at = strrchr(account, '@');
+	if (at == NULL || !maildir_text_ok(account) ||
+	    !maildir_name_ok(account, (size_t)(at - account)) || !maildir_name_ok(at + 1, strlen(at + 1))) {
+		snprintf(err, errlen, "%.300s: account not usable as a mailbox name", account);
+		return -1;
+	}
+	if (!maildir_text_ok(return_path)) {
+		snprintf(err, errlen, "return path has control characters");
+		return -1;
+	}
+
+	char uniq[MAILDIR_HOST_MAX * 4 + 128];
+	char domain_dir[PATH_MAX], box[PATH_MAX], newdir[PATH_MAX + 8];
+	char tmp[PATH_MAX + sizeof(uniq) + 8], dst[PATH_MAX + sizeof(uniq) + 40];
+	if ((size_t)snprintf(domain_dir, sizeof(domain_dir), "%s/%s", mail_dir, at + 1) >= sizeof(domain_dir) ||
+	    (size_t)snprintf(box, sizeof(box), "%s/%.*s", domain_dir, (int)(at - account), account) >=
+		    sizeof(box)) {
+		snprintf(err, errlen, "%.300s: path too long", mail_dir);
+		return -1;
+	}
+	if (maildir_prepare(mail_dir, domain_dir, box, err, errlen) < 0)
+		return -1;
+	maildir_unique(uniq, sizeof(uniq), hostname);
+	snprintf(tmp, sizeof(tmp), "%s/tmp/%s", box, uniq);
+	snprintf(newdir, sizeof(newdir), "%s/new", box);
+
+	/* O_EXCL: never write into someone else's file, even on a name clash */
+	int out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (out < 0) {
+		snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+		return -1;
+	}
+	off_t total = 0;
+	int hlen = dprintf(out, "Return-Path: <%s>\nDelivered-To: %s\n", return_path, account);
+	const char *step = tmp;
+	if (hlen < 0)
+		goto fail;
+	total = hlen;
+	if (maildir_copy(fd, off, len, out, &total) < 0)
+		goto fail;
+	/* the file must be on disk before its name appears in new/ */
+	if (fsync(out) < 0)
+		goto fail;
+	if (close(out) < 0) {
+		out = -1;
+		goto fail;
+	}
+	out = -1;
+	snprintf(dst, sizeof(dst), "%s/%s,S=%lld", newdir, uniq, (long long)total);
+	if (rename(tmp, dst) < 0) {
+		step = dst;
+		goto fail;
+	}
+	/* the rename is durable only once new/ is synced; if that fails, take
+	 * the message back out so the retry does not deliver it twice */
+	if (fs_fsync_dir(newdir, err, errlen) < 0) {
+		unlink(dst);
+		return -1;
+	}
+	return 0;
+
+fail:;
+	int e = errno;
+	if (out >= 0)
+		close(out);
+	unlink(tmp);
+	snprintf(err, errlen, "%s: %s", step, strerror(e));
+	return -1;
+}

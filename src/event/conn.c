@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <openssl/err.h>
 
 #include "core/buf.h"
 #include "core/log.h"
@@ -23,6 +24,7 @@
 #include "sched/sched.h"
 #include "smtp/smtp_reply.h"
 #include "smtp/smtp_server.h"
+#include "tls/tls.h"
 
 #define CONN_READ_CHUNK 16384
 /* stop reading from a client that does not read our replies */
@@ -44,6 +46,13 @@ struct conn {
 	int close_requested;
 	int commit_pending;      /* a queue commit is in flight: keep the session */
 	int started;
+	/* TLS: the same read/write interface for TCP and TLS (conn_io_*) */
+	struct tls_server *tls;  /* context this connection's SSL came from */
+	SSL *ssl;
+	int handshaking;         /* SSL_accept in progress */
+	int starttls_pending;    /* 220 queued: start TLS once it is sent */
+	int ssl_want_write;      /* the last SSL call needs the socket writable */
+	char tls_desc[96];       /* "TLSv1.3 TLS_AES_256_GCM_SHA384" */
 };
 
 /* ---- per-address connection counts ---- */
@@ -126,6 +135,8 @@ void conn_server_fini(struct conn_server *srv)
 /* ---- connection lifetime ---- */
 
 static void conn_update(struct conn *c);
+static int conn_tls_begin(struct conn *c);
+static void conn_tls_failed(struct conn *c, const char *why);
 
 /* conn_free - release everything; the session and all its memory go at once */
 static void conn_free(struct conn *c)
@@ -146,6 +157,10 @@ static void conn_free(struct conn *c)
 		event_free(c->timer);
 	if (c->greet)
 		event_free(c->greet);
+	if (c->ssl)
+		SSL_free(c->ssl);
+	if (c->tls)
+		tls_server_unref(c->tls);
 	if (c->fd >= 0)
 		close(c->fd);
 	strbuf_free(&c->out);
@@ -176,6 +191,53 @@ static void conn_close_socket(struct conn *c)
 	c->fd = -1;
 }
 
+/* conn_io_read - read from TCP or TLS: >0 bytes, 0 end, -1 with errno
+ * (EAGAIN when nothing can be read now) */
+static ssize_t conn_io_read(struct conn *c, char *buf, size_t n)
+{
+	if (c->ssl == NULL)
+		return recv(c->fd, buf, n, 0);
+	c->ssl_want_write = 0;
+	int r = SSL_read(c->ssl, buf, (int)(n > 0x7fffffff ? 0x7fffffff : n));
+	if (r > 0)
+		return r;
+	switch (SSL_get_error(c->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+		errno = EAGAIN;
+		return -1;
+	case SSL_ERROR_WANT_WRITE:
+		c->ssl_want_write = 1;
+		errno = EAGAIN;
+		return -1;
+	case SSL_ERROR_ZERO_RETURN:
+		return 0;
+	default:
+		ERR_clear_error();
+		errno = ECONNRESET;
+		return -1;
+	}
+}
+
+/* conn_io_write - write to TCP or TLS: bytes written, or -1 with errno */
+static ssize_t conn_io_write(struct conn *c, const char *p, size_t n)
+{
+	if (c->ssl == NULL)
+		return send(c->fd, p, n, MSG_NOSIGNAL);
+	int r = SSL_write(c->ssl, p, (int)(n > 0x7fffffff ? 0x7fffffff : n));
+	if (r > 0)
+		return r;
+	switch (SSL_get_error(c->ssl, r)) {
+	case SSL_ERROR_WANT_READ:
+	case SSL_ERROR_WANT_WRITE:
+		errno = EAGAIN;
+		return -1;
+	default:
+		ERR_clear_error();
+		errno = EPIPE;
+		return -1;
+	}
+}
+
 /* conn_flush - write as much pending output as the socket takes; -1 on error */
 static int conn_flush(struct conn *c)
 {
@@ -185,7 +247,7 @@ static int conn_flush(struct conn *c)
 		return -1;
 	}
 	while (c->out_off < c->out.len) {
-		ssize_t w = send(c->fd, c->out.s + c->out_off, c->out.len - c->out_off, MSG_NOSIGNAL);
+		ssize_t w = conn_io_write(c, c->out.s + c->out_off, c->out.len - c->out_off);
 		if (w < 0) {
 			if (errno == EINTR)
 				continue;
@@ -199,7 +261,8 @@ static int conn_flush(struct conn *c)
 	}
 	strbuf_reset(&c->out);
 	c->out_off = 0;
-	event_del(c->wev);
+	if (!c->ssl_want_write && !c->handshaking)
+		event_del(c->wev);
 	return 0;
 }
 
@@ -219,25 +282,50 @@ static void conn_update(struct conn *c)
 			conn_free(c);
 		return;
 	}
-	int want = c->started && !c->close_requested && smtp_session_wants_input(c->session) &&
+	if (c->starttls_pending && !pending_out) {
+		c->starttls_pending = 0;
+		if (conn_tls_begin(c) < 0)
+			conn_tls_failed(c, "cannot start TLS");
+		return; /* the handshake path re-arms (or frees) the connection */
+	}
+	int want = c->started && !c->close_requested && !c->starttls_pending &&
+		   smtp_session_wants_input(c->session) &&
 		   (c->out.len - c->out_off) < CONN_OUT_HIGH_WATER;
+	if (c->handshaking)
+		want = 1;
 	if (want && !c->reading)
 		event_add(c->rev, NULL);
 	else if (!want && c->reading)
 		event_del(c->rev);
 	c->reading = want;
+	/* decrypted bytes already inside OpenSSL do not make the socket readable */
+	if (want && c->ssl && !c->handshaking && SSL_pending(c->ssl) > 0)
+		event_active(c->rev, EV_READ, 0);
+	if (c->ssl_want_write)
+		event_add(c->wev, NULL);
 	if (c->started && !c->commit_pending) {
 		struct timeval tv = {(time_t)smtp_session_timeout_secs(c->session), 0};
 		event_add(c->timer, &tv);
 	}
 }
 
+static void conn_handshake(struct conn *c);
+
 static void conn_on_read(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
 	char buf[CONN_READ_CHUNK];
 	(void)what;
-	ssize_t n = recv(fd, buf, sizeof(buf), 0);
+	(void)fd;
+	if (c->handshaking) {
+		conn_handshake(c);
+		return;
+	}
+	if (c->ssl_want_write) {
+		conn_update(c);
+		return;
+	}
+	ssize_t n = conn_io_read(c, buf, sizeof(buf));
 	if (n > 0) {
 		smtp_session_input(c->session, buf, (size_t)n);
 	} else if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) {
@@ -249,9 +337,99 @@ static void conn_on_read(evutil_socket_t fd, short what, void *arg)
 
 static void conn_on_write(evutil_socket_t fd, short what, void *arg)
 {
+	struct conn *c = arg;
 	(void)fd;
 	(void)what;
-	conn_update(arg);
+	if (c->handshaking) {
+		conn_handshake(c);
+		return;
+	}
+	if (c->ssl_want_write) {
+		/* an SSL_read was waiting for the socket to be writable */
+		c->ssl_want_write = 0;
+		event_del(c->wev);
+		conn_on_read(c->fd, EV_READ, c);
+		return;
+	}
+	conn_update(c);
+}
+
+/* conn_tls_failed - a handshake that fails harms nobody else: log, close */
+static void conn_tls_failed(struct conn *c, const char *why)
+{
+	struct log_line l;
+	log_begin(&l, LOG_LEVEL_WARN, "tls_failed");
+	log_kv(&l, "session", c->id);
+	log_kv(&l, "client", c->addr);
+	log_kv(&l, "reason", why);
+	log_end(&l);
+	c->handshaking = 0;
+	conn_close_socket(c);
+	smtp_session_eof(c->session);
+	conn_update(c);
+}
+
+/* conn_handshake - drive SSL_accept; on success the session starts over
+ * (implicit TLS: greeting; STARTTLS: a fresh session, EHLO again) */
+static void conn_handshake(struct conn *c)
+{
+	ERR_clear_error();
+	int r = SSL_do_handshake(c->ssl);
+	if (r != 1) {
+		int e = SSL_get_error(c->ssl, r);
+		if (e == SSL_ERROR_WANT_READ) {
+			event_del(c->wev);
+			return;
+		}
+		if (e == SSL_ERROR_WANT_WRITE) {
+			event_add(c->wev, NULL);
+			return;
+		}
+		char why[256];
+		if (e == SSL_ERROR_SYSCALL || e == SSL_ERROR_ZERO_RETURN)
+			snprintf(why, sizeof(why), "connection closed during handshake");
+		else
+			tls_error_string(why, sizeof(why));
+		conn_tls_failed(c, why);
+		return;
+	}
+	c->handshaking = 0;
+	event_del(c->wev);
+	tls_describe(c->ssl, c->tls_desc, sizeof(c->tls_desc));
+	struct log_line l;
+	log_begin(&l, LOG_LEVEL_INFO, "tls");
+	log_kv(&l, "session", c->id);
+	log_kv(&l, "client", c->addr);
+	log_kv(&l, "tls", c->tls_desc);
+	log_end(&l);
+	if (!c->started) {
+		c->started = 1;
+		smtp_session_start(c->session, 0);
+	} else {
+		smtp_session_tls_done(c->session, c->tls_desc);
+	}
+	conn_update(c);
+}
+
+/* conn_tls_begin - wrap the socket in TLS and start the handshake */
+static int conn_tls_begin(struct conn *c)
+{
+	struct tls_server *t = c->srv->tls;
+	if (t == NULL)
+		return -1;
+	c->ssl = tls_server_ssl(t, c->fd);
+	if (c->ssl == NULL)
+		return -1;
+	tls_server_ref(t);
+	c->tls = t;
+	c->handshaking = 1;
+	event_del(c->timer);
+	struct timeval tv = {(time_t)c->conf->command_timeout, 0};
+	event_add(c->timer, &tv);
+	event_add(c->rev, NULL);
+	c->reading = 1;
+	conn_handshake(c);
+	return 0;
 }
 
 static void conn_on_timeout(evutil_socket_t fd, short what, void *arg)
@@ -261,6 +439,10 @@ static void conn_on_timeout(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (c->commit_pending)
 		return;
+	if (c->handshaking) {
+		conn_tls_failed(c, "handshake timeout");
+		return;
+	}
 	smtp_session_timeout(c->session);
 	conn_update(c);
 }
@@ -286,6 +468,16 @@ static void conn_op_write(void *ctx, const char *p, size_t n)
 	if (c->fd < 0)
 		return;
 	strbuf_add(&c->out, p, n);
+}
+
+/* conn_op_starttls - the session sent 220 and dropped everything it had
+ * buffered (RFC 3207 5, CVE-2011-0411): flush the 220 in plaintext, then
+ * hand the socket to TLS; bytes still in the socket are the handshake */
+static void conn_op_starttls(void *ctx)
+{
+	struct conn *c = ctx;
+	/* called from inside the session: act in conn_update, after it returns */
+	c->starttls_pending = 1;
 }
 
 static void conn_op_close(void *ctx)
@@ -368,6 +560,7 @@ static const struct smtp_server_ops conn_ops = {
 	.msg_commit = conn_op_msg_commit,
 	.msg_abort = conn_op_msg_abort,
 	.msg_accepted = conn_op_msg_accepted,
+	.starttls = conn_op_starttls,
 };
 
 /* conn_refuse - answer a connection we will not serve, and close it */
@@ -423,7 +616,8 @@ void conn_accept(struct conn_server *srv, int fd, int kind, const struct sockadd
 		.name = NULL,
 		.kind = (enum smtp_listener_kind)kind,
 		.trusted = netaddr_in_list(&conf->mynetworks, peer),
-		.tls = 0,
+		.tls = kind == SMTP_LISTENER_SUBMISSIONS,
+		.tls_available = srv->tls != NULL,
 		.session_id = c->id,
 	};
 	c->session = smtp_session_new(conf, &info, &conn_ops, c);
@@ -450,6 +644,12 @@ void conn_accept(struct conn_server *srv, int fd, int kind, const struct sockadd
 	log_kvi(&l, "trusted", info.trusted);
 	log_end(&l);
 
+	if (kind == SMTP_LISTENER_SUBMISSIONS) {
+		/* implicit TLS (RFC 8314): handshake first, greeting after */
+		if (conn_tls_begin(c) < 0)
+			conn_tls_failed(c, "cannot start TLS");
+		return;
+	}
 	if (conf->greet_pause > 0) {
 		/* do not read during the pause: what the client sends stays in the
 		 * kernel buffer, where the greeting check can see it */
@@ -473,6 +673,11 @@ void conn_shutdown_all(struct conn_server *srv)
 	}
 	while (c) {
 		struct conn *next = c->next;
+		if (c->handshaking) {
+			conn_tls_failed(c, "server shutting down"); /* frees c */
+			c = next;
+			continue;
+		}
 		if (!c->started) {
 			c->started = 1;
 			if (c->greet)

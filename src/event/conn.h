@@ -24,6 +24,7 @@ struct event_base;
 struct lookup_tables;
 struct queue;
 struct sched;
+struct tls_server;
 struct conn;
 struct conn_iptab;
 
@@ -33,6 +34,7 @@ struct conn_server {
 	struct lookup_tables *tables; /* replaced on SIGHUP */
 	struct queue *queue;
 	struct sched *sched;
+	struct tls_server *tls;       /* NULL without tls_cert; replaced on SIGHUP */
 	struct conn *conns;           /* list of live connections */
 	size_t nconns;
 	struct conn_iptab *iptab;     /* connections per client address */

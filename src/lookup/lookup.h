@@ -5,6 +5,9 @@
  *
  * Exports:
  *   lookup_load/lookup_free   load both files (errors "FILE:LINE: what")
+ *   lookup_load_text          the same from memory buffers (fuzzers, tests)
+ *   lookup_users_count        number of accounts loaded
+ *   lookup_aliases_count      number of aliases loaded
  *   lookup_user               the canonical account "local@domain" for an
  *                             address (case-insensitive, subaddress
  *                             "user+tag" folded), or NULL
@@ -27,7 +30,12 @@ struct lookup_tables;
 
 /* lookup_load - NULL paths mean empty tables; NULL return with errs on error */
 struct lookup_tables *lookup_load(const char *users_file, const char *aliases_file, struct strbuf *errs);
+/* lookup_load_text - the same from buffers (NULL text = empty); errors say "users"/"aliases" as FILE */
+struct lookup_tables *lookup_load_text(const char *users_text, size_t ulen, const char *aliases_text,
+				       size_t alen, struct strbuf *errs);
 void lookup_free(struct lookup_tables *t);
+size_t lookup_users_count(const struct lookup_tables *t);
+size_t lookup_aliases_count(const struct lookup_tables *t);
 
 const char *lookup_user(const struct lookup_tables *t, const char *local, const char *domain);
 const char *lookup_password_hash(const struct lookup_tables *t, const char *account);

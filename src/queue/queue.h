@@ -27,6 +27,8 @@
  *   queue_msg_remove                drop a finished message
  *   queue_scan                      start-up recovery: clean tmp/, list msg/
  *   queue_env_format/queue_env_parse the envelope text format (versioned)
+ *   queue_env_check                 can this envelope be stored? (create checks)
+ *   queue_id_valid                  syntax of a queue ID (names from outside)
  * Trusts: nothing read from disk; every file is parsed as hostile input.
  */
 #ifndef TERN_QUEUE_QUEUE_H
@@ -47,6 +49,9 @@ struct queue_file;
 struct queue *queue_open(const char *dir, struct event_base *base, char *err, size_t errlen);
 void queue_close(struct queue *q);
 
+/* queue_file_create - refuses (NULL, errno EINVAL) what queue_env_check
+ * refuses; env must stay valid until queue_file_commit (which sets
+ * env->content_size) or queue_file_abort */
 struct queue_file *queue_file_create(struct queue *q, struct envelope *env, char *err, size_t errlen);
 /* queue_file_write - 0 ok, -1 write error (e.g. ENOSPC: reply 452 4.3.1) */
 int queue_file_write(struct queue_file *f, const void *p, size_t n);
@@ -54,7 +59,10 @@ int queue_file_write(struct queue_file *f, const void *p, size_t n);
 int queue_file_errno(const struct queue_file *f);
 
 /* done(arg, 0, NULL) when durable; done(arg, -1, reason) on failure (the file
- * is removed). The queue_file is freed by the queue after done() returns. */
+ * is removed, errno holds the cause, e.g. ENOSPC). The queue_file is freed by
+ * the queue after done() returns. With an event base, done() runs on the
+ * loop thread and never inside queue_file_commit; queue_close runs the
+ * callbacks of commits still in flight. */
 typedef void (*queue_commit_done)(void *arg, int status, const char *reason);
 void queue_file_commit(struct queue_file *f, queue_commit_done done, void *arg);
 void queue_file_abort(struct queue_file *f);
@@ -74,16 +82,33 @@ int queue_msg_remove(struct queue *q, const char *qid);
 
 /* queue_scan - remove tmp/ leftovers (never acknowledged), set aside corrupt
  * files, and call found() for each committed message, oldest first */
+/* env is valid only during the call: copy what you keep */
 typedef void (*queue_scan_found)(void *arg, struct envelope *env);
 int queue_scan(struct queue *q, queue_scan_found found, void *arg, char *err, size_t errlen);
 
 /* the envelope text format, exposed for ternctl and the fuzz target */
 void queue_env_format(const struct envelope *env, struct strbuf *out);
 /* queue_env_parse - parse header text p[0..n) (up to and including the
- * "content" line); *hdr_len = bytes used. 0 ok, -1 with reason in err */
+ * "content" line); *hdr_len = bytes used. 0 ok, -1 with reason in err.
+ * env is initialised here (and left empty on error). Unknown keys and
+ * other versions are errors. */
 int queue_env_parse(const char *p, size_t n, struct envelope *env, size_t *hdr_len, char *err,
 		    size_t errlen);
 /* queue_state_parse - apply a state log's records to env */
 void queue_state_apply(const char *p, size_t n, struct envelope *env);
+
+/* queue_env_check - 0 when env can be written (sender set, at least one
+ * recipient, no CR/LF in any value, values <= QUEUE_VALUE_MAX bytes);
+ * -1 with the reason in err. queue_file_create refuses what this refuses. */
+int queue_env_check(const struct envelope *env, char *err, size_t errlen);
+
+/* queue_id_valid - 1 when qid is exactly QUEUE_ID_LEN characters of
+ * Crockford base32 (0-9, A-Z without I L O U, upper case); anything else
+ * (a path, "../x", lower case) is 0. Check every ID that comes from outside. */
+#define QUEUE_ID_LEN 16
+int queue_id_valid(const char *qid);
+
+/* the longest value (address, HELO, ...) a queue file may hold */
+#define QUEUE_VALUE_MAX 1000
 
 #endif
