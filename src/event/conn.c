@@ -580,13 +580,10 @@ static void conn_refuse(int fd, enum smtp_reply_id id, const char *addr, const c
 	log_end(&l);
 }
 
-void conn_accept(struct conn_server *srv, int fd, int kind, const struct sockaddr_storage *peer,
-		 socklen_t peerlen)
+/* conn_start - checks limits, then a session for the socket */
+static void conn_start(struct conn_server *srv, int fd, int kind, const char *addr, int trusted)
 {
-	(void)peerlen;
 	const struct conf *conf = srv->conf;
-	char addr[64];
-	netaddr_str(peer, addr, sizeof(addr));
 	if (srv->shutting_down) {
 		conn_refuse(fd, SMTP_R_SHUTDOWN, addr, "shutting down");
 		return;
@@ -615,7 +612,7 @@ void conn_accept(struct conn_server *srv, int fd, int kind, const struct sockadd
 		.addr = c->addr,
 		.name = NULL,
 		.kind = (enum smtp_listener_kind)kind,
-		.trusted = netaddr_in_list(&conf->mynetworks, peer),
+		.trusted = trusted,
 		.tls = kind == SMTP_LISTENER_SUBMISSIONS,
 		.tls_available = srv->tls != NULL,
 		.session_id = c->id,
@@ -661,6 +658,22 @@ void conn_accept(struct conn_server *srv, int fd, int kind, const struct sockadd
 	c->started = 1;
 	smtp_session_start(c->session, 0);
 	conn_update(c);
+}
+
+void conn_accept(struct conn_server *srv, int fd, int kind, const struct sockaddr_storage *peer,
+		 socklen_t peerlen)
+{
+	(void)peerlen;
+	char addr[64];
+	netaddr_str(peer, addr, sizeof(addr));
+	conn_start(srv, fd, kind, addr, netaddr_in_list(&srv->conf->mynetworks, peer));
+}
+
+void conn_accept_local(struct conn_server *srv, int fd)
+{
+	/* the control socket only admits our own uid or root (control.c):
+	 * local programs may send anywhere, like mynetworks */
+	conn_start(srv, fd, SMTP_LISTENER_MX, "local", 1);
 }
 
 void conn_shutdown_all(struct conn_server *srv)

@@ -8,6 +8,7 @@
  *   struct conn_server     what every connection shares (conf, queue, ...)
  *   conn_server_init/fini  the shared state, incl. per-client-IP counts
  *   conn_accept            take a new socket from a listener
+ *   conn_accept_local      take a local submission socket (ternctl sendmail)
  *   conn_shutdown_all      SIGTERM: 421 to idle sessions, finish commits
  *   conn_count             live connections
  * Trusts: nothing from the socket; every byte goes to the session.
@@ -47,6 +48,9 @@ void conn_server_init(struct conn_server *srv);
 void conn_server_fini(struct conn_server *srv);
 void conn_accept(struct conn_server *srv, int fd, int kind, const struct sockaddr_storage *peer,
 		 socklen_t peerlen);
+/* conn_accept_local - an SMTP session on a local socket handed over by the
+ * control socket (ternctl sendmail): trusted, client address "local" */
+void conn_accept_local(struct conn_server *srv, int fd);
 void conn_shutdown_all(struct conn_server *srv);
 
 #endif

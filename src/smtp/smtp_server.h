@@ -21,6 +21,7 @@
  *   smtp_session_timeout         the caller's idle timer fired
  *   smtp_session_shutdown        the server is stopping: 421 and close
  *   smtp_session_commit_done     completion of ops->msg_commit
+ *   smtp_session_tls_done        the STARTTLS handshake completed
  *   smtp_session_wants_input     0 while waiting or closing
  *   smtp_session_timeout_secs    the idle timeout that applies now
  *   smtp_session_state_str       for logs
@@ -29,7 +30,8 @@
  * Implements: RFC 5321 (sessions, 4.1.4 order, 4.5.3.2 timeouts), RFC 1869,
  * RFC 1652 (8BITMIME), RFC 1870 (SIZE), RFC 2920, RFC 3030 (CHUNKING,
  * BINARYMIME), RFC 2034 / RFC 3463 (enhanced codes), RFC 6531 (SMTPUTF8),
- * RFC 3461 parameters (NOTIFY, ORCPT, RET, ENVID) as parsed values.
+ * RFC 3461 parameters (NOTIFY, ORCPT, RET, ENVID) as parsed values,
+ * RFC 3207 (STARTTLS: the session side; the handshake is the caller's).
  */
 #ifndef TERN_SMTP_SMTP_SERVER_H
 #define TERN_SMTP_SMTP_SERVER_H
@@ -41,6 +43,13 @@
 #include "smtp/smtp_parse.h"
 
 struct smtp_session;
+
+/* input buffer of a session: a caller should read at most this much per
+ * smtp_session_input call (more is fine while the session is not waiting) */
+#define SMTP_SESSION_INPUT_MAX 16384
+#define SMTP_HELO_MAX 255    /* octets of the HELO/EHLO name kept */
+#define SMTP_ENVID_MAX 100   /* RFC 3461 4.4 */
+#define SMTP_ORCPT_MAX 500   /* RFC 3461 4.2 (xtext, generous) */
 
 enum smtp_listener_kind {
 	SMTP_LISTENER_MX,          /* port 25 */
@@ -55,6 +64,7 @@ struct smtp_client_info {
 	enum smtp_listener_kind kind;
 	int trusted;          /* client address is in mynetworks: may relay */
 	int tls;              /* session already under TLS (implicit TLS port) */
+	int tls_available;    /* a certificate is loaded: STARTTLS may be offered */
 	const char *session_id; /* for logs */
 };
 
@@ -87,8 +97,33 @@ struct smtp_server_ops {
 	/* msg_accepted - after 250 was queued for sending: hand the envelope to
 	 * the scheduler (may be NULL in tests) */
 	void (*msg_accepted)(void *ctx, const struct envelope *env);
+	/* starttls - the 220 to STARTTLS is in the batch being written and all
+	 * buffered plaintext input was dropped (RFC 3207 5, CVE-2011-0411):
+	 * send the batch, then start the TLS handshake on the socket and call
+	 * smtp_session_tls_done when it completes. NULL: STARTTLS not offered */
+	void (*starttls)(void *ctx);
 };
 
+/*
+ * Caller contract (the daemon's conn, and the tests):
+ * - Never free the session from inside an ops callback; free it after a
+ *   public call returns and smtp_session_closed() is true (or on error).
+ * - ops->close is called exactly once, after the last ops->write; the
+ *   daemon closes the socket once the written bytes are sent.
+ * - While smtp_session_wants_input() is 0 stop reading: a commit is in
+ *   flight (or the session is closing). Input given anyway is buffered up to
+ *   SMTP_SESSION_INPUT_MAX; beyond that the session ends with 421 4.3.0
+ *   after the commit.
+ * - A commit in flight is always finished: eof, timeout and shutdown that
+ *   arrive during it are acted on in smtp_session_commit_done, after the
+ *   real outcome (250 queued, or 451/452) has been replied and, on success,
+ *   ops->msg_accepted called. So on SIGTERM the daemon calls
+ *   smtp_session_shutdown on every session, keeps its loop running, and
+ *   frees each session when smtp_session_closed() turns 1. With a
+ *   synchronous queue a commit is never in flight between calls.
+ * - Limits of 0 in conf (max_errors, max_recipients, max_received_headers,
+ *   max_message_size) mean no limit.
+ */
 struct smtp_session *smtp_session_new(const struct conf *conf, const struct smtp_client_info *info,
 				      const struct smtp_server_ops *ops, void *ctx);
 void smtp_session_free(struct smtp_session *s);
@@ -100,9 +135,14 @@ void smtp_session_timeout(struct smtp_session *s);
 void smtp_session_shutdown(struct smtp_session *s);
 /* status 0: durable (reply 250 with qid); else reply 451/452 */
 void smtp_session_commit_done(struct smtp_session *s, int status, int err_no, const char *reason);
+/* smtp_session_tls_done - the STARTTLS handshake succeeded: the session
+ * forgets HELO and any transaction (RFC 3207 4.2) and reads commands again;
+ * tls_desc (protocol and cipher, may be NULL) is logged */
+void smtp_session_tls_done(struct smtp_session *s, const char *tls_desc);
 
 int smtp_session_wants_input(const struct smtp_session *s);
 unsigned smtp_session_timeout_secs(const struct smtp_session *s);
+/* smtp_session_closed - 1 once ops->close has been called */
 int smtp_session_closed(const struct smtp_session *s);
 const char *smtp_session_state_str(const struct smtp_session *s);
 

@@ -1,0 +1,402 @@
+/*
+ * test_smtp_chat - replay every transcript tests/chat/NAME.chat through an
+ * in-memory smtp_session (fake ops) and compare the replies exactly.
+ * The format is documented in tests/chat/README.md. Run from the repo root
+ * (meson sets the workdir); TERN_CHAT_DIR overrides the directory.
+ */
+#include <ctype.h>
+#include <errno.h>
+#include <glob.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "smtp_server/fake_ops.h"
+
+#define CHAT_MAX_OVERRIDES 16
+
+struct chat {
+	const char *path;
+	int lineno;
+	struct fake f;
+	int started;
+	int pregreet;
+	char *overrides[CHAT_MAX_OVERRIDES];
+	size_t noverrides;
+	struct strbuf pending;   /* client bytes not yet sent */
+	struct strbuf replies;   /* replies written, not yet matched */
+	size_t reply_off;
+	size_t content_off;      /* next M: line in f.last_content */
+	char content_qid[QUEUE_ID_MAX];
+	char *client_name;
+	size_t writes_before;    /* nwrites before the last event */
+};
+
+/* chat_fail - report with file and line */
+static void chat_fail(struct chat *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void chat_fail(struct chat *c, const char *fmt, ...)
+{
+	char msg[2048];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof(msg), fmt, ap);
+	va_end(ap);
+	fail_msg("%s:%d: %s", c->path, c->lineno, msg);
+}
+
+/* chat_unescape - \r \n \t \\ \xHH and \* into out */
+static void chat_unescape(struct chat *c, const char *s, struct strbuf *out)
+{
+	for (size_t i = 0; s[i]; i++) {
+		if (s[i] != '\\') {
+			strbuf_addc(out, s[i]);
+			continue;
+		}
+		char e = s[++i];
+		switch (e) {
+		case 'r': strbuf_addc(out, '\r'); break;
+		case 'n': strbuf_addc(out, '\n'); break;
+		case 't': strbuf_addc(out, '\t'); break;
+		case '\\': strbuf_addc(out, '\\'); break;
+		case '0': strbuf_addc(out, '\0'); break;
+		case 'x':
+			if (isxdigit((unsigned char)s[i + 1]) && isxdigit((unsigned char)s[i + 2])) {
+				char h[3] = {s[i + 1], s[i + 2], 0};
+				strbuf_addc(out, (char)strtol(h, NULL, 16));
+				i += 2;
+				break;
+			}
+			chat_fail(c, "bad \\x escape");
+			return;
+		default:
+			chat_fail(c, "unknown escape \\%c", e ? e : '0');
+			return;
+		}
+	}
+}
+
+/* glob_match - '*' matches any run of octets; everything else literally */
+static int glob_match(const char *pat, const char *s, size_t n)
+{
+	if (*pat == '\0')
+		return n == 0;
+	if (*pat == '*') {
+		for (size_t k = 0; k <= n; k++)
+			if (glob_match(pat + 1, s + k, n - k))
+				return 1;
+		return 0;
+	}
+	return n > 0 && *pat == *s && glob_match(pat + 1, s + 1, n - 1);
+}
+
+/* chat_collect - move written replies into c->replies */
+static void chat_collect(struct chat *c)
+{
+	const char *t = fake_take(&c->f);
+	strbuf_adds(&c->replies, t);
+}
+
+/* chat_start - the header directives are read: build the world with the
+ * configuration they gave, create the session and send the greeting */
+static void chat_start(struct chat *c)
+{
+	if (c->started)
+		return;
+	c->started = 1;
+	const char *ov[CHAT_MAX_OVERRIDES];
+	for (size_t i = 0; i < c->noverrides; i++)
+		ov[i] = c->overrides[i];
+	struct smtp_client_info keep = c->f.info;
+	fake_fini(&c->f);
+	if (fake_init(&c->f, ov, c->noverrides) < 0)
+		chat_fail(c, "bad ! conf");
+	c->f.info = keep;
+	c->writes_before = 0;
+	fake_start(&c->f, c->pregreet);
+	assert_non_null(c->f.s);
+	chat_collect(c);
+}
+
+/* chat_flush - send the pending client bytes in one input call */
+static void chat_flush(struct chat *c)
+{
+	chat_start(c);
+	if (c->pending.len == 0)
+		return;
+	c->writes_before = c->f.nwrites;
+	fake_sendn(&c->f, c->pending.s, c->pending.len);
+	strbuf_reset(&c->pending);
+	chat_collect(c);
+}
+
+/* chat_expect_reply - the next reply line must match pat */
+static void chat_expect_reply(struct chat *c, const char *pat)
+{
+	chat_flush(c);
+	const char *p = c->replies.s ? c->replies.s + c->reply_off : "";
+	const char *e = strstr(p, "\r\n");
+	if (e == NULL)
+		chat_fail(c, "expected \"%s\", got %s\"%s\"", pat, *p ? "unterminated " : "nothing ", p);
+	if (!glob_match(pat, p, (size_t)(e - p)))
+		chat_fail(c, "expected \"%s\", got \"%.*s\"", pat, (int)(e - p), p);
+	c->reply_off += (size_t)(e - p) + 2;
+}
+
+/* chat_expect_content - the next line of the last committed message */
+static void chat_expect_content(struct chat *c, const char *pat)
+{
+	chat_flush(c);
+	if (strcmp(c->content_qid, c->f.last_qid) != 0) {
+		memcpy(c->content_qid, c->f.last_qid, sizeof(c->content_qid));
+		c->content_off = 0;
+	}
+	const char *base = c->f.last_content.s ? c->f.last_content.s : "";
+	if (c->content_off > c->f.last_content.len)
+		chat_fail(c, "no more message content");
+	const char *p = base + c->content_off;
+	size_t left = c->f.last_content.len - c->content_off;
+	const char *e = memmem(p, left, "\r\n", 2);
+	size_t n = e ? (size_t)(e - p) : left;
+	if (!glob_match(pat, p, n))
+		chat_fail(c, "message line: expected \"%s\", got \"%.*s\"", pat, (int)n, p);
+	c->content_off += n + (e ? 2 : 0);
+	if (!e)
+		c->content_off = c->f.last_content.len + 1;
+}
+
+/* chat_errno - an errno by name or number */
+static int chat_errno(struct chat *c, const char *s)
+{
+	if (strcmp(s, "ENOSPC") == 0)
+		return ENOSPC;
+	if (strcmp(s, "EDQUOT") == 0)
+		return EDQUOT;
+	if (strcmp(s, "EIO") == 0)
+		return EIO;
+	if (strcmp(s, "EACCES") == 0)
+		return EACCES;
+	if (strcmp(s, "0") == 0 || strcmp(s, "OK") == 0)
+		return 0;
+	int v = atoi(s);
+	if (v <= 0)
+		chat_fail(c, "unknown errno %s", s);
+	return v;
+}
+
+/* chat_assert_count - "! NAME N" checks a counter */
+static void chat_assert_count(struct chat *c, const char *what, size_t have, const char *arg)
+{
+	size_t want = (size_t)strtoul(arg, NULL, 10);
+	if (have != want)
+		chat_fail(c, "%s: expected %zu, have %zu", what, want, have);
+}
+
+/* chat_directive - "! word [arg]" */
+static void chat_directive(struct chat *c, char *d)
+{
+	char *arg = strchr(d, ' ');
+	if (arg) {
+		*arg++ = '\0';
+		while (*arg == ' ')
+			arg++;
+	} else {
+		arg = (char *)"";
+	}
+	/* directives before the session starts */
+	if (strcmp(d, "conf") == 0) {
+		if (c->started)
+			chat_fail(c, "! conf after the session started");
+		if (c->noverrides == CHAT_MAX_OVERRIDES)
+			chat_fail(c, "too many ! conf");
+		c->overrides[c->noverrides++] = strdup(arg);
+		return;
+	}
+	if (strcmp(d, "pregreet") == 0 || strcmp(d, "trusted") == 0 ||
+	    strcmp(d, "tls_available") == 0 || strcmp(d, "client_name") == 0) {
+		if (c->started)
+			chat_fail(c, "! %s after the session started", d);
+		if (strcmp(d, "pregreet") == 0)
+			c->pregreet = 1;
+		else if (strcmp(d, "trusted") == 0)
+			c->f.info.trusted = 1;
+		else if (strcmp(d, "tls_available") == 0)
+			c->f.info.tls_available = 1;
+		else {
+			free(c->client_name);
+			c->client_name = strdup(arg);
+			c->f.info.name = c->client_name;
+		}
+		return;
+	}
+	chat_flush(c);
+	struct fake *f = &c->f;
+	if (strcmp(d, "commit") == 0) {
+		if (strcmp(arg, "defer") == 0) {
+			f->commit_deferred = 1;
+		} else if (strcmp(arg, "sync") == 0) {
+			f->commit_deferred = 0;
+			f->commit_status = 0;
+		} else if (strncmp(arg, "fail ", 5) == 0) {
+			f->commit_deferred = 0;
+			f->commit_status = -1;
+			f->commit_errno = chat_errno(c, arg + 5);
+		} else {
+			chat_fail(c, "! commit defer|sync|fail ERRNO");
+		}
+	} else if (strcmp(d, "commit_done") == 0) {
+		if (f->pending == NULL)
+			chat_fail(c, "! commit_done without a commit in flight");
+		int e = chat_errno(c, arg);
+		c->writes_before = f->nwrites;
+		fake_commit_finish(f, e ? -1 : 0, e);
+	} else if (strcmp(d, "open_fail") == 0) {
+		f->open_errno = chat_errno(c, arg);
+	} else if (strcmp(d, "write_fail") == 0) {
+		f->write_errno = chat_errno(c, arg);
+	} else if (strcmp(d, "eof") == 0) {
+		c->writes_before = f->nwrites;
+		smtp_session_eof(f->s);
+	} else if (strcmp(d, "timeout") == 0) {
+		c->writes_before = f->nwrites;
+		smtp_session_timeout(f->s);
+	} else if (strcmp(d, "shutdown") == 0) {
+		c->writes_before = f->nwrites;
+		smtp_session_shutdown(f->s);
+	} else if (strcmp(d, "tls_done") == 0) {
+		c->writes_before = f->nwrites;
+		smtp_session_tls_done(f->s, "TLSv1.3 test");
+	} else if (strcmp(d, "closed") == 0) {
+		if (!smtp_session_closed(f->s))
+			chat_fail(c, "session not closed");
+	} else if (strcmp(d, "open") == 0) {
+		if (smtp_session_closed(f->s))
+			chat_fail(c, "session closed");
+	} else if (strcmp(d, "wants_input") == 0) {
+		chat_assert_count(c, "wants_input", (size_t)smtp_session_wants_input(f->s), arg);
+	} else if (strcmp(d, "state") == 0) {
+		if (strcmp(smtp_session_state_str(f->s), arg) != 0)
+			chat_fail(c, "state: expected %s, have %s", arg, smtp_session_state_str(f->s));
+	} else if (strcmp(d, "writes") == 0) {
+		chat_assert_count(c, "writes in the last event", f->nwrites - c->writes_before, arg);
+	} else if (strcmp(d, "aborts") == 0) {
+		chat_assert_count(c, "aborts", f->nabort, arg);
+	} else if (strcmp(d, "commits") == 0) {
+		chat_assert_count(c, "commits", f->ncommit, arg);
+	} else if (strcmp(d, "accepted") == 0) {
+		chat_assert_count(c, "accepted", f->naccepted, arg);
+	} else if (strcmp(d, "rcpts") == 0) {
+		chat_assert_count(c, "envelope recipients", f->last_env.nrcpts, arg);
+	} else if (strcmp(d, "sender") == 0) {
+		const char *have = f->last_env.sender ? f->last_env.sender : "(none)";
+		struct strbuf want;
+		strbuf_init(&want);
+		chat_unescape(c, strcmp(arg, "<>") == 0 ? "" : arg, &want);
+		int same = strcmp(have, want.s ? want.s : "") == 0;
+		strbuf_free(&want);
+		if (!same)
+			chat_fail(c, "sender: expected %s, have %s", arg, have);
+	} else {
+		chat_fail(c, "unknown directive ! %s", d);
+	}
+	chat_collect(c);
+}
+
+/* run_chat - one transcript */
+static void run_chat(void **state)
+{
+	const char *path = *state;
+	FILE *fp = fopen(path, "r");
+	assert_non_null(fp);
+	struct chat *c = calloc(1, sizeof(*c));
+	assert_non_null(c);
+	c->path = path;
+	assert_int_equal(fake_init(&c->f, NULL, 0), 0);
+	strbuf_init(&c->pending);
+	strbuf_init(&c->replies);
+	char *line = NULL;
+	size_t cap = 0;
+	ssize_t len;
+	while ((len = getline(&line, &cap, fp)) >= 0) {
+		c->lineno++;
+		while (len > 0 && (line[len - 1] == '\n' || line[len - 1] == '\r'))
+			line[--len] = '\0';
+		if (len == 0 || line[0] == '#')
+			continue;
+		if (line[0] == '!') {
+			if (len < 3 || line[1] != ' ')
+				chat_fail(c, "bad directive: %s", line);
+			chat_directive(c, line + 2);
+			continue;
+		}
+		if (len < 2 || (line[1] != ':' && line[1] != '-') || (len > 2 && line[2] != ' '))
+			chat_fail(c, "bad line: %s", line);
+		const char *text = len > 3 ? line + 3 : "";
+		switch (line[0]) {
+		case 'C':
+			chat_start(c);
+			chat_unescape(c, text, &c->pending);
+			if (line[1] == ':')
+				strbuf_adds(&c->pending, "\r\n");
+			break;
+		case 'S':
+		case 'M': {
+			struct strbuf pat;
+			strbuf_init(&pat);
+			chat_unescape(c, text, &pat);
+			if (line[0] == 'S')
+				chat_expect_reply(c, pat.s ? pat.s : "");
+			else
+				chat_expect_content(c, pat.s ? pat.s : "");
+			strbuf_free(&pat);
+			break;
+		}
+		default:
+			chat_fail(c, "bad line: %s", line);
+		}
+	}
+	free(line);
+	fclose(fp);
+	chat_flush(c);
+	const char *rest = c->replies.s ? c->replies.s + c->reply_off : "";
+	if (*rest)
+		chat_fail(c, "unexpected replies at the end: \"%s\"", rest);
+	fake_fini(&c->f);
+	strbuf_free(&c->pending);
+	strbuf_free(&c->replies);
+	for (size_t i = 0; i < c->noverrides; i++)
+		free(c->overrides[i]);
+	free(c->client_name);
+	free(c);
+}
+
+int main(void)
+{
+	const char *dir = getenv("TERN_CHAT_DIR");
+	char pattern[4096];
+	snprintf(pattern, sizeof(pattern), "%s/*.chat", dir ? dir : "tests/chat");
+	glob_t g;
+	memset(&g, 0, sizeof(g));
+	if (glob(pattern, 0, NULL, &g) != 0 || g.gl_pathc == 0) {
+		fprintf(stderr, "no transcripts match %s\n", pattern);
+		return 1;
+	}
+	struct CMUnitTest *tests = calloc(g.gl_pathc, sizeof(*tests));
+	if (tests == NULL)
+		return 1;
+	for (size_t i = 0; i < g.gl_pathc; i++) {
+		const char *slash = strrchr(g.gl_pathv[i], '/');
+		tests[i].name = slash ? slash + 1 : g.gl_pathv[i];
+		tests[i].test_func = run_chat;
+		tests[i].initial_state = g.gl_pathv[i];
+	}
+	int r = _cmocka_run_group_tests("smtp_chat", tests, g.gl_pathc, NULL, NULL);
+	free(tests);
+	globfree(&g);
+	return r;
+}
