@@ -53,6 +53,11 @@ static const struct conf_param conf_params[] = {
 	{"max_received_headers", CONF_TYPE_UINT, F(max_received_headers), "50", "more Received: headers is a mail loop (554 5.4.6)"},
 	{"postmaster", CONF_TYPE_STRING, F(postmaster), NULL, "where failed bounces go (default postmaster@hostname)"},
 	{"greet_pause", CONF_TYPE_DURATION, F(greet_pause), "0", "wait this long before the greeting; a client that talks first gets 554 (0 = off)"},
+	{"auth_max_failures", CONF_TYPE_UINT, F(auth_max_failures), "10", "failed AUTH attempts from one address before it is refused (0 = never)"},
+	{"auth_lockout", CONF_TYPE_DURATION, F(auth_lockout), "15m", "how long failures are remembered and an address stays refused"},
+	{"rate_limit_user", CONF_TYPE_UINT, F(rate_limit_user), "0", "messages per hour per authenticated user (0 = no limit)"},
+	{"rate_limit_ip", CONF_TYPE_UINT, F(rate_limit_ip), "0", "messages per hour per client address (0 = no limit)"},
+	{"hide_client_address", CONF_TYPE_BOOL, F(hide_client_address), "no", "leave the client's address out of Received for authenticated submissions"},
 	{"log_level", CONF_TYPE_STRING, F(log_level), "info", "debug, info, warn or err"},
 };
 
@@ -75,6 +80,7 @@ const char *conf_type_str(enum conf_type t)
 	case CONF_TYPE_DURATION: return "duration";
 	case CONF_TYPE_ADDRPORT: return "addr:port";
 	case CONF_TYPE_LISTENERS: return "addr:port list";
+	case CONF_TYPE_BOOL: return "yes/no";
 	}
 	return "unknown";
 }
@@ -241,6 +247,15 @@ static const char *conf_set(struct conf *c, const struct conf_param *p, const ch
 	case CONF_TYPE_SIZE:
 		if (parse_suffixed(v, "kmg", size_mult, &x) < 0)
 			return "expected a size in bytes (optionally with k, m or g)";
+		*(uint64_t *)field = x;
+		return NULL;
+	case CONF_TYPE_BOOL:
+		if (str_casecmp_ascii(v, "yes") == 0 || str_casecmp_ascii(v, "true") == 0 || strcmp(v, "1") == 0)
+			x = 1;
+		else if (str_casecmp_ascii(v, "no") == 0 || str_casecmp_ascii(v, "false") == 0 || strcmp(v, "0") == 0)
+			x = 0;
+		else
+			return "expected yes or no";
 		*(uint64_t *)field = x;
 		return NULL;
 	case CONF_TYPE_DURATION:

@@ -62,6 +62,11 @@ struct conf {
 	uint64_t max_received_headers;
 	char *postmaster;
 	uint64_t greet_pause;      /* seconds, 0 = off */
+	uint64_t auth_max_failures;
+	uint64_t auth_lockout;     /* seconds */
+	uint64_t rate_limit_user;  /* messages per hour, 0 = off */
+	uint64_t rate_limit_ip;    /* messages per hour, 0 = off */
+	uint64_t hide_client_address; /* bool */
 	char *log_level;
 };
 
@@ -74,6 +79,7 @@ enum conf_type {
 	CONF_TYPE_DURATION, /* seconds, with optional s/m/h/d suffix */
 	CONF_TYPE_ADDRPORT, /* addr:port or [v6]:port */
 	CONF_TYPE_LISTENERS, /* list of addr:port */
+	CONF_TYPE_BOOL,     /* yes/no, stored as 0/1 in a uint64_t */
 };
 
 const char *conf_type_str(enum conf_type t);
