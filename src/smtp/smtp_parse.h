@@ -6,9 +6,14 @@
  *   smtp_line_next        find the next CRLF-terminated command line in a
  *                         buffer: OK, NEED_MORE, BARE_LF/BARE_CR (a lone LF
  *                         or CR: refused, the SMTP-smuggling rule), TOO_LONG
+ *   smtp_line_skip        discard the rest of an over-long line to its CRLF
  *   smtp_parse_command    one command line (without CRLF) into a struct
  *                         smtp_cmd: verb, argument, path and ESMTP params
  *   smtp_parse_path       an RFC 5321 Reverse-path / Forward-path, "<...>"
+ *   smtp_parse_domain     a Domain or address literal (EHLO argument)
+ *   smtp_parse_bdat       BDAT's "chunk-size [LAST]"
+ *   smtp_param_find       ESMTP parameter by keyword
+ *   smtp_utf8_valid       strict UTF-8 check
  *   smtp_data_*           the DATA stream: dot-unstuffing, end at exactly
  *                         <CRLF>.<CRLF>, bare CR/LF and long-line detection,
  *                         header-section tracking (Received: count)
@@ -21,6 +26,7 @@
 #define TERN_SMTP_SMTP_PARSE_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "core/str.h"
 
@@ -40,16 +46,37 @@ enum smtp_line_status {
 const char *smtp_line_status_str(enum smtp_line_status s);
 
 /*
- * smtp_line_next - look for one line at p[0..n).
- * OK: *line_len is the length without CRLF, *consumed includes CRLF.
- * BARE_LF / BARE_CR: *consumed covers the bad line up to and including
- *   the LF (so the caller can skip it and reply).
- * TOO_LONG: the line has more than SMTP_LINE_MAX octets; *consumed is the
- *   bytes to skip (up to and including the CRLF if seen; the caller keeps
- *   discarding until the line ends).
- * NEED_MORE: no line end yet and fewer than SMTP_LINE_MAX bytes.
+ * smtp_line_next - look for one line at p[0..n). A line ends at the first
+ * LF; only CRLF is a valid end. The caller's buffer must be able to hold
+ * SMTP_LINE_MAX bytes, else a maximal line would never complete.
+ * OK: *line_len is the length without CRLF (<= SMTP_LINE_MAX - 2),
+ *   *consumed = *line_len + 2.
+ * BARE_LF: the line ends with an LF not preceded by CR; BARE_CR: it ends with
+ *   CRLF (or a lone LF) but holds a CR not followed by LF. Either way
+ *   *consumed covers the bad line up to and including that first LF and
+ *   *line_len is its length without the line end, so the caller can skip it
+ *   and reply (or, stricter, disconnect as Postfix does).
+ * TOO_LONG: over SMTP_LINE_MAX octets with no LF in the first SMTP_LINE_MAX
+ *   (or 999 octets and no CR that could start a CRLF). The rest of the line
+ *   is skipped up to its CRLF (bare LFs inside do not end it):
+ *   - CRLF seen: *consumed ends right after it, *line_len is the (> 998)
+ *     content length; the line is over;
+ *   - not seen: *consumed = n, minus one when p[n-1] is CR (left in the
+ *     buffer so a CRLF split across reads is still recognised), and
+ *     *line_len = 0: the caller keeps discarding with smtp_line_skip().
+ * NEED_MORE: no line end yet and still within the limit; *consumed = 0.
  */
 enum smtp_line_status smtp_line_next(const char *p, size_t n, size_t *line_len, size_t *consumed);
+/*
+ * smtp_line_skip - discard the rest of an over-long line, up to its CRLF.
+ * OK: *consumed ends right after the CRLF. NEED_MORE: *consumed = n, minus
+ * one when p[n-1] is CR (keep it: it may pair with the next read's LF).
+ */
+enum smtp_line_status smtp_line_skip(const char *p, size_t n, size_t *consumed);
+
+/* smtp_utf8_valid - 1 if p[0..n) is well-formed UTF-8 (no overlongs,
+ * surrogates or code points above U+10FFFF), else 0 */
+int smtp_utf8_valid(const char *p, size_t n);
 
 enum smtp_verb {
 	SMTP_VERB_UNKNOWN,
@@ -84,7 +111,7 @@ struct smtp_path {
 
 struct smtp_param {
 	struct slice key;   /* e.g. SIZE */
-	struct slice value; /* empty if no '=' */
+	struct slice value; /* empty (not NULL) if no '=' */
 	int has_value;
 };
 
@@ -124,6 +151,18 @@ enum smtp_parse_error smtp_parse_command(const char *line, size_t len, struct sm
 enum smtp_parse_error smtp_parse_path(const char *p, size_t n, int allow_null, struct smtp_path *out,
 				      const char **detail);
 
+/*
+ * smtp_parse_domain - an RFC 5321 Domain or address-literal at p[0..n)
+ * (e.g. an EHLO argument). out (SMTP_DOMAIN_MAX + 1 bytes) gets it
+ * NUL-terminated, ASCII-lowercased; *literal / *utf8 (may be NULL) are set.
+ * Errors: PATH_SYNTAX (with *detail), DOMAIN_TOO_LONG.
+ */
+enum smtp_parse_error smtp_parse_domain(const char *p, size_t n, char out[SMTP_DOMAIN_MAX + 1],
+					int *literal, int *utf8, const char **detail);
+
+/* smtp_parse_bdat - "chunk-size [LAST]" (RFC 3030); 0 ok, -1 syntax */
+int smtp_parse_bdat(struct slice arg, uint64_t *size, int *last);
+
 /* smtp_param_find - case-insensitive key lookup in a parsed command */
 const struct smtp_param *smtp_param_find(const struct smtp_cmd *cmd, const char *key);
 
@@ -133,6 +172,7 @@ enum smtp_data_status {
 	SMTP_DATA_MORE,  /* all input consumed, end not seen */
 	SMTP_DATA_END,   /* <CRLF>.<CRLF> seen; *consumed stops right after it */
 };
+const char *smtp_data_status_str(enum smtp_data_status s);
 
 enum smtp_data_flaw {
 	SMTP_DATA_FLAW_NONE = 0,
@@ -141,6 +181,9 @@ enum smtp_data_flaw {
 	SMTP_DATA_FLAW_LONG_LINE = 4,  /* a line over SMTP_LINE_MAX octets */
 	SMTP_DATA_FLAW_NUL = 8,
 };
+/* smtp_data_flaw_str - short text for the most serious flaw in a bit set
+ * (for SMTP_R_DATA_FLAW's %s), "" when none */
+const char *smtp_data_flaw_str(unsigned flaws);
 
 struct smtp_data {
 	int state;              /* private: position in the end-of-data automaton */
@@ -156,12 +199,19 @@ struct smtp_data {
 /* sink for unstuffed content; the end marker is never passed */
 typedef void (*smtp_data_sink)(void *arg, const char *p, size_t n);
 
+/* smtp_data_init - start a DATA stream (at the beginning of a line) */
 void smtp_data_init(struct smtp_data *d);
 /*
  * smtp_data_feed - consume bytes after DATA's 354. Content (with CRLF line
  * ends, leading dots removed) goes to sink in as few calls as possible. A
  * flaw never stops the scan: the stream is read to its real end so the
  * client and server stay in step, and the caller rejects it by d->flaws.
+ * Only CRLF ends a line: after a bare LF a '.' is plain content, neither
+ * stuffing nor the end. Works for input cut at any octet (a ".\r" at the
+ * end of one feed is held back until the next shows whether LF follows).
+ * MORE: *consumed = n. END: *consumed stops right after the marker (the
+ * rest, e.g. a pipelined QUIT, is the caller's); later feeds return END
+ * with *consumed = 0. sink may be NULL (only d->out_bytes counts).
  */
 enum smtp_data_status smtp_data_feed(struct smtp_data *d, const char *p, size_t n, size_t *consumed,
 				     smtp_data_sink sink, void *arg);

@@ -8,8 +8,15 @@
  *   smtp_reply_add           append "CODE ENH TEXT\r\n" to a strbuf; an entry's
  *                            text may hold one %s filled from arg (sanitised:
  *                            control bytes become '?', length capped)
+ *   smtp_reply_add_utf8      the same, keeping well-formed UTF-8 in arg
+ *                            (only for SMTPUTF8 sessions, RFC 6531 3.7.4)
+ *   smtp_reply_add_custom    a reply not in the table (text sanitised)
+ *   smtp_reply_add_multi     "250-a\r\n250-b\r\n250 c\r\n" (EHLO, HELP)
  *   smtp_reply_is_perm/temp  5xx / 4xx, for transaction and bounce decisions
+ *   smtp_reply_id_str        constant name for logs
  * Trusts: arg is untrusted and sanitised before it enters a reply.
+ * Implements: RFC 5321 4.2 (reply lines), RFC 2034 / RFC 3463 / RFC 5248
+ * (enhanced status codes: none on the greeting, EHLO/HELO or 354).
  */
 #ifndef TERN_SMTP_SMTP_REPLY_H
 #define TERN_SMTP_SMTP_REPLY_H
@@ -68,10 +75,25 @@ struct smtp_reply_def {
 	const char *text;
 };
 
+#define SMTP_REPLY_ARG_MAX 200 /* octets of a sanitised %s argument */
+
+/* smtp_reply_def - the table row; an out-of-range id gets a 451 4.3.0 row */
 const struct smtp_reply_def *smtp_reply_def(enum smtp_reply_id id);
-/* smtp_reply_add - append the reply line; arg fills a %s (may be NULL) */
+const char *smtp_reply_id_str(enum smtp_reply_id id);
+/* smtp_reply_add - append the reply line; arg fills a %s (may be NULL);
+ * octets < 0x20, 0x7f and >= 0x80 in arg become '?' */
 void smtp_reply_add(struct strbuf *out, enum smtp_reply_id id, const char *arg);
-/* smtp_reply_add_raw - a reply not in the table (e.g. a remote's text relayed) */
+/* smtp_reply_add_utf8 - as smtp_reply_add, but well-formed UTF-8 is kept */
+void smtp_reply_add_utf8(struct strbuf *out, enum smtp_reply_id id, const char *arg);
+/* smtp_reply_add_custom - a reply not in the table (e.g. a remote's text
+ * relayed): code outside 200..599 becomes 451, a malformed enh is dropped,
+ * text is sanitised like arg and capped to 400 octets */
 void smtp_reply_add_custom(struct strbuf *out, int code, const char *enh, const char *text);
+/* smtp_reply_add_multi - a multi-line reply, one line per lines[i]
+ * (sanitised); n == 0 gives "CODE\r\n" */
+void smtp_reply_add_multi(struct strbuf *out, int code, const char *const *lines, size_t n);
+/* smtp_reply_is_perm / _temp - the reply is 5xx / 4xx */
+int smtp_reply_is_perm(enum smtp_reply_id id);
+int smtp_reply_is_temp(enum smtp_reply_id id);
 
 #endif
