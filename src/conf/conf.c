@@ -202,6 +202,10 @@ static const char *conf_set(struct conf *c, const struct conf_param *p, const ch
 	case CONF_TYPE_PATH:
 	case CONF_TYPE_ADDRPORT: {
 		char **s = field;
+		/* a key with a default is one the daemon needs: it may be changed,
+		 * never emptied */
+		if (*v == '\0' && p->def != NULL)
+			return "must not be empty";
 		if (p->type == CONF_TYPE_ADDRPORT && *v) {
 			char host[256];
 			unsigned port;

@@ -142,11 +142,6 @@ static void conn_tls_failed(struct conn *c, const char *why);
 static void conn_free(struct conn *c)
 {
 	struct conn_server *srv = c->srv;
-	struct log_line l;
-	log_begin(&l, LOG_LEVEL_INFO, "disconnect");
-	log_kv(&l, "session", c->id);
-	log_kv(&l, "client", c->addr);
-	log_end(&l);
 	if (c->session)
 		smtp_session_free(c->session);
 	if (c->rev)
@@ -633,13 +628,6 @@ static void conn_start(struct conn_server *srv, int fd, int kind, const char *ad
 	srv->nconns++;
 	iptab_adjust(srv->iptab, c->addr, +1);
 
-	struct log_line l;
-	log_begin(&l, LOG_LEVEL_INFO, "connect");
-	log_kv(&l, "session", c->id);
-	log_kv(&l, "client", c->addr);
-	log_kv(&l, "service", smtp_listener_kind_str((enum smtp_listener_kind)kind));
-	log_kvi(&l, "trusted", info.trusted);
-	log_end(&l);
 
 	if (kind == SMTP_LISTENER_SUBMISSIONS) {
 		/* implicit TLS (RFC 8314): handshake first, greeting after */
@@ -655,8 +643,12 @@ static void conn_start(struct conn_server *srv, int fd, int kind, const char *ad
 		event_add(c->greet, &tv);
 		return;
 	}
+	/* even without a pause, bytes already waiting at accept were sent
+	 * before any greeting could have reached the client */
+	char b;
+	ssize_t early = recv(fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
 	c->started = 1;
-	smtp_session_start(c->session, 0);
+	smtp_session_start(c->session, early > 0);
 	conn_update(c);
 }
 

@@ -98,6 +98,10 @@ static void test_errors_name_file_line_key(void **state)
 	expect_error("retry_min = 2h\nretry_max = 1h\n", "t.conf:2: retry_max: retry_min must be positive");
 	expect_error("dns_resolver = 127.0.0.1\n", "t.conf:1: dns_resolver: expected addr:port");
 	expect_error("a\0b = 1\n", "expected key = value"); /* strlen stops at NUL: "a" */
+	/* found by fuzz_conf: emptying a needed key used to leave a NULL behind */
+	expect_error("log_level =\n", "t.conf:1: log_level: must not be empty");
+	expect_error("queue_dir=\n", "t.conf:1: queue_dir: must not be empty");
+	expect_error("control_socket = \n", "t.conf:1: control_socket: must not be empty");
 }
 
 static void test_missing_file(void **state)
