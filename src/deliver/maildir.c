@@ -23,6 +23,7 @@
  */
 #include "deliver/maildir.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
@@ -133,6 +134,8 @@ static int maildir_prepare(const char *mail_dir, const char *domain_dir, const c
  * Maildir spec's name with Dovecot's fields; '/' and ':' in the host are
  * written \057 and \072 as the spec asks.
  */
+static void maildir_host(char *host, size_t cap, const char *hostname);
+
 static void maildir_unique(char *out, size_t cap, const char *hostname)
 {
 	struct timeval tv;
@@ -142,19 +145,7 @@ static void maildir_unique(char *out, size_t cap, const char *hostname)
 	if (getrandom(&rnd, sizeof(rnd), GRND_NONBLOCK) != (ssize_t)sizeof(rnd))
 		rnd = ((uint64_t)tv.tv_usec << 32) ^ (uint64_t)(uintptr_t)&rnd ^ q;
 	char host[MAILDIR_HOST_MAX * 4 + 1];
-	size_t h = 0;
-	if (hostname == NULL || hostname[0] == '\0')
-		hostname = "localhost";
-	for (size_t i = 0; hostname[i] && i < MAILDIR_HOST_MAX; i++) {
-		unsigned char c = (unsigned char)hostname[i];
-		if (c == '/' || c == ':' || c < 0x20 || c == 0x7f || c == ',') {
-			/* ',' too: it would be read as the start of ",S=" */
-			h += (size_t)snprintf(host + h, sizeof(host) - h, "\\%03o", c);
-		} else {
-			host[h++] = (char)c;
-		}
-	}
-	host[h] = '\0';
+	maildir_host(host, sizeof(host), hostname);
 	snprintf(out, cap, "%lld.M%ldP%ldQ%luR%016llx.%s", (long long)tv.tv_sec, (long)tv.tv_usec,
 		 (long)getpid(), q, (unsigned long long)rnd, host);
 }
@@ -229,8 +220,72 @@ static int maildir_copy(int in, off_t off, off_t len, int out, off_t *total)
 	return 0;
 }
 
+/* maildir_host - the host part of a name: '/', ':' and ',' escaped as the
+ * spec asks (',' would be read as the start of ",S=") */
+static void maildir_host(char *host, size_t cap, const char *hostname)
+{
+	size_t h = 0;
+	if (hostname == NULL || hostname[0] == '\0')
+		hostname = "localhost";
+	for (size_t i = 0; hostname[i] && i < MAILDIR_HOST_MAX && h + 5 < cap; i++) {
+		unsigned char c = (unsigned char)hostname[i];
+		if (c == '/' || c == ':' || c < 0x20 || c == 0x7f || c == ',')
+			h += (size_t)snprintf(host + h, cap - h, "\\%03o", c);
+		else
+			host[h++] = (char)c;
+	}
+	host[h] = '\0';
+}
+
+/* maildir_find - is a file whose name starts with base followed by ',' or
+ * ':' in dir (new/ or cur/, where a reader may have moved it)? */
+static int maildir_find(const char *dir, const char *base)
+{
+	DIR *d = opendir(dir);
+	if (d == NULL)
+		return 0;
+	size_t n = strlen(base);
+	struct dirent *de;
+	int found = 0;
+	while (!found && (de = readdir(d)) != NULL)
+		found = strncmp(de->d_name, base, n) == 0 && (de->d_name[n] == ',' || de->d_name[n] == ':');
+	closedir(d);
+	return found;
+}
+
+static int maildir_deliver_named(const char *mail_dir, const char *hostname, const char *account, int fd,
+				 off_t off, off_t len, const char *return_path, const char *fixed_name,
+				 int check_existing, char *err, size_t errlen);
+
 int maildir_deliver(const char *mail_dir, const char *hostname, const char *account, int fd, off_t off,
 		    off_t len, const char *return_path, char *err, size_t errlen)
+{
+	return maildir_deliver_named(mail_dir, hostname, account, fd, off, len, return_path, NULL, 0, err,
+				     errlen);
+}
+
+int maildir_deliver_once(const char *mail_dir, const char *hostname, const char *account, int fd, off_t off,
+			 off_t len, const char *return_path, time_t arrival, const char *id,
+			 int check_existing, char *err, size_t errlen)
+{
+	char host[MAILDIR_HOST_MAX * 4 + 1];
+	char name[MAILDIR_HOST_MAX * 4 + 160];
+	for (const char *p = id; *p; p++) {
+		if (!((*p >= '0' && *p <= '9') || (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+		      *p == '.' || *p == '_' || *p == '-')) {
+			snprintf(err, errlen, "maildir: bad delivery id");
+			return -1;
+		}
+	}
+	maildir_host(host, sizeof(host), hostname);
+	snprintf(name, sizeof(name), "%lld.T%.100s.%s", (long long)arrival, id, host);
+	return maildir_deliver_named(mail_dir, hostname, account, fd, off, len, return_path, name,
+				     check_existing, err, errlen);
+}
+
+static int maildir_deliver_named(const char *mail_dir, const char *hostname, const char *account, int fd,
+				 off_t off, off_t len, const char *return_path, const char *fixed_name,
+				 int check_existing, char *err, size_t errlen)
 {
 	char dummy[1];
 	if (err == NULL || errlen == 0) {
@@ -266,9 +321,23 @@ int maildir_deliver(const char *mail_dir, const char *hostname, const char *acco
 	}
 	if (maildir_prepare(mail_dir, domain_dir, box, err, errlen) < 0)
 		return -1;
-	maildir_unique(uniq, sizeof(uniq), hostname);
-	snprintf(tmp, sizeof(tmp), "%s/tmp/%s", box, uniq);
 	snprintf(newdir, sizeof(newdir), "%s/new", box);
+	if (fixed_name) {
+		snprintf(uniq, sizeof(uniq), "%s", fixed_name);
+		if (check_existing) {
+			/* a crash may have come after the rename into new/ but before
+			 * the queue recorded the delivery: then it is already there */
+			char curdir[PATH_MAX + 8];
+			snprintf(curdir, sizeof(curdir), "%s/cur", box);
+			if (maildir_find(newdir, uniq) || maildir_find(curdir, uniq))
+				return 0;
+		}
+	} else {
+		maildir_unique(uniq, sizeof(uniq), hostname);
+	}
+	snprintf(tmp, sizeof(tmp), "%s/tmp/%s", box, uniq);
+	if (fixed_name)
+		unlink(tmp); /* our own leftover from a crash mid-write, never delivered */
 
 	/* O_EXCL: never write into someone else's file, even on a name clash */
 	int out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);

@@ -20,8 +20,21 @@
 
 #include <stddef.h>
 #include <sys/types.h>
+#include <time.h>
 
 int maildir_deliver(const char *mail_dir, const char *hostname, const char *account, int fd, off_t off,
 		    off_t len, const char *return_path, char *err, size_t errlen);
+
+/*
+ * maildir_deliver_once - the same with a name fixed by id (the queue id and
+ * recipient index: "<arrival>.T<id>.<host>"), so a delivery repeated after a
+ * crash can be recognised: with check_existing, a file of that name already
+ * in new/ or cur/ means it was delivered (returns 0 without writing).
+ * check_existing costs a directory scan: use it only for messages recovered
+ * after a restart, where a delivery may have happened unrecorded.
+ */
+int maildir_deliver_once(const char *mail_dir, const char *hostname, const char *account, int fd, off_t off,
+			 off_t len, const char *return_path, time_t arrival, const char *id,
+			 int check_existing, char *err, size_t errlen);
 
 #endif

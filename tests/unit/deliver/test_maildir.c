@@ -419,6 +419,50 @@ static void test_deliver_threads(void **state)
 	close(fd);
 }
 
+/* test_deliver_once - a repeated delivery after a crash is recognised by
+ * its fixed name, in new/ and after a reader moved it to cur/ */
+static void test_deliver_once(void **state)
+{
+	struct tmpdir *t = *state;
+	char mail_dir[512];
+	snprintf(mail_dir, sizeof(mail_dir), "%s/mail", t->path);
+	const char body[] = "Subject: once\r\n\r\nbody\r\n";
+	int fd = content_fd(t->path, "", body, sizeof(body) - 1, "");
+	char err[512] = "";
+	assert_int_equal(maildir_deliver_once(mail_dir, "mx", "alice@example.test", fd, 0, sizeof(body) - 1, "",
+					      1700000000, "1K0ABCDEFGHJKMNP.0", 1, err, sizeof(err)),
+			 0);
+	char newdir[600], curdir[600], names[4][512];
+	snprintf(newdir, sizeof(newdir), "%s/example.test/alice/new", mail_dir);
+	snprintf(curdir, sizeof(curdir), "%s/example.test/alice/cur", mail_dir);
+	assert_int_equal(list_dir(newdir, names, 4), 1);
+	assert_non_null(strstr(names[0], "1700000000.T1K0ABCDEFGHJKMNP.0.mx,S="));
+	/* the retry after a crash: found, nothing written */
+	assert_int_equal(maildir_deliver_once(mail_dir, "mx", "alice@example.test", fd, 0, sizeof(body) - 1, "",
+					      1700000000, "1K0ABCDEFGHJKMNP.0", 1, err, sizeof(err)),
+			 0);
+	assert_int_equal(list_dir(newdir, names, 4), 1);
+	/* a reader (Dovecot) moved it to cur/ with flags: still found */
+	char from[1200], to[1200];
+	snprintf(from, sizeof(from), "%s/%s", newdir, names[0]);
+	snprintf(to, sizeof(to), "%s/%s:2,S", curdir, names[0]);
+	assert_int_equal(rename(from, to), 0);
+	assert_int_equal(maildir_deliver_once(mail_dir, "mx", "alice@example.test", fd, 0, sizeof(body) - 1, "",
+					      1700000000, "1K0ABCDEFGHJKMNP.0", 1, err, sizeof(err)),
+			 0);
+	assert_int_equal(list_dir(newdir, names, 4), 0);
+	/* another recipient index is another delivery */
+	assert_int_equal(maildir_deliver_once(mail_dir, "mx", "alice@example.test", fd, 0, sizeof(body) - 1, "",
+					      1700000000, "1K0ABCDEFGHJKMNP.1", 1, err, sizeof(err)),
+			 0);
+	assert_int_equal(list_dir(newdir, names, 4), 1);
+	/* ids cannot carry path components */
+	assert_int_equal(maildir_deliver_once(mail_dir, "mx", "alice@example.test", fd, 0, sizeof(body) - 1, "",
+					      1700000000, "../../x", 1, err, sizeof(err)),
+			 -1);
+	close(fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -429,6 +473,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_deliver_unwritable, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_disk_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_threads, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deliver_once, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
