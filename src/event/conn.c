@@ -391,13 +391,14 @@ static void conn_handshake(struct conn *c)
 	c->handshaking = 0;
 	event_del(c->wev);
 	tls_describe(c->ssl, c->tls_desc, sizeof(c->tls_desc));
-	struct log_line l;
-	log_begin(&l, LOG_LEVEL_INFO, "tls");
-	log_kv(&l, "session", c->id);
-	log_kv(&l, "client", c->addr);
-	log_kv(&l, "tls", c->tls_desc);
-	log_end(&l);
 	if (!c->started) {
+		/* implicit TLS; after STARTTLS the session logs it */
+		struct log_line l;
+		log_begin(&l, LOG_LEVEL_INFO, "tls");
+		log_kv(&l, "session", c->id);
+		log_kv(&l, "client", c->addr);
+		log_kv(&l, "tls", c->tls_desc);
+		log_end(&l);
 		c->started = 1;
 		smtp_session_start(c->session, 0);
 	} else {
