@@ -1,14 +1,16 @@
 /*
  * ternctl - the administration tool: configuration check, parameter
- * documentation, and the queue commands it sends to ternd over the
- * control socket.
+ * documentation, the queue commands it sends to ternd over the control
+ * socket, accounts (ctl_user.c) and sendmail-compatible injection
+ * (ctl_sendmail.c).
  *
  *   ternctl [-c FILE] [-o key=value]... COMMAND [ARGS]
+ *   sendmail [options] [recipients...]   (ternctl installed as "sendmail")
  *
- * Commands are one table (name, handler, usage); later tasks add users,
- * DKIM keys and sendmail-compatible injection as rows.
+ * Commands are one table (name, handler, usage).
  *
- * Exports: main.
+ * Exports: main; ternctl_conf_load, ternctl_connect, ternctl_send_request,
+ * ternctl_print_safe for the other parts (ternctl.h).
  * Trusts: the configuration file is parsed strictly by conf_load; the
  * daemon's replies are printed with control characters escaped.
  */
@@ -23,27 +25,12 @@
 
 #include "conf/conf.h"
 #include "core/buf.h"
+#include "ctl/ternctl.h"
 #include "lookup/lookup.h"
 #include "queue/queue.h"
 #include "sched/sched.h"
 
-#define TERNCTL_DEFAULT_CONF "/etc/tern/ternd.conf"
-#define TERNCTL_OVERRIDES_MAX 64
 #define TERNCTL_REPLY_MAX (64 * 1024 * 1024)
-
-enum ternctl_exit {
-	TERNCTL_EXIT_OK = 0,
-	TERNCTL_EXIT_FAIL = 1,
-	TERNCTL_EXIT_USAGE = 2,
-};
-
-struct ternctl {
-	const char *conf_path;
-	char *overrides[TERNCTL_OVERRIDES_MAX];
-	size_t n_overrides;
-	struct conf conf;
-	int conf_loaded;
-};
 
 struct ternctl_cmd {
 	const char *name;
@@ -73,8 +60,10 @@ static int ternctl_usage(void)
 }
 
 /* ternctl_conf_load - load the configuration, printing every error */
-static int ternctl_conf_load(struct ternctl *t)
+int ternctl_conf_load(struct ternctl *t)
 {
+	if (t->conf_loaded)
+		return 0;
 	struct strbuf errs;
 	strbuf_init(&errs);
 	int r = conf_load(&t->conf, t->conf_path, t->overrides, t->n_overrides, &errs);
@@ -124,7 +113,7 @@ static int ternctl_conf(struct ternctl *t, int argc, char **argv)
 }
 
 /* ternctl_print_safe - daemon output to the terminal, controls escaped */
-static void ternctl_print_safe(FILE *f, const char *p, size_t n)
+void ternctl_print_safe(FILE *f, const char *p, size_t n)
 {
 	for (size_t i = 0; i < n; i++) {
 		unsigned char c = (unsigned char)p[i];
@@ -135,28 +124,31 @@ static void ternctl_print_safe(FILE *f, const char *p, size_t n)
 	}
 }
 
-/* ternctl_request - send one line to ternd; print the body; exit code */
-static int ternctl_request(struct ternctl *t, const char *line)
+int ternctl_connect(const struct ternctl *t)
 {
-	if (!t->conf_loaded && ternctl_conf_load(t) < 0)
-		return TERNCTL_EXIT_FAIL;
 	const char *path = t->conf.control_socket;
 	struct sockaddr_un sun;
 	memset(&sun, 0, sizeof(sun));
 	sun.sun_family = AF_UNIX;
-	if (path == NULL || strlen(path) >= sizeof(sun.sun_path)) {
-		fprintf(stderr, "ternctl: control_socket path is empty or too long\n");
-		return TERNCTL_EXIT_FAIL;
+	if (path == NULL || path[0] == '\0' || strlen(path) >= sizeof(sun.sun_path)) {
+		errno = ENAMETOOLONG;
+		return -1;
 	}
 	memcpy(sun.sun_path, path, strlen(path) + 1);
 	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-	if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-		fprintf(stderr, "ternctl: cannot reach ternd at %s: %s (is ternd running?)\n", path,
-			strerror(errno));
-		if (fd >= 0)
-			close(fd);
-		return TERNCTL_EXIT_FAIL;
+	if (fd < 0)
+		return -1;
+	if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+		int e = errno;
+		close(fd);
+		errno = e;
+		return -1;
 	}
+	return fd;
+}
+
+int ternctl_send_request(int fd, const char *line, struct strbuf *reply, char *err, size_t errlen)
+{
 	struct strbuf req;
 	strbuf_init(&req);
 	strbuf_addf(&req, "%s\n", line);
@@ -166,38 +158,53 @@ static int ternctl_request(struct ternctl *t, const char *line)
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0) {
-			fprintf(stderr, "ternctl: sending to ternd at %s: %s\n", path, strerror(errno));
+			snprintf(err, errlen, "sending to ternd: %s", strerror(errno));
 			strbuf_free(&req);
-			close(fd);
-			return TERNCTL_EXIT_FAIL;
+			return -1;
 		}
 		off += (size_t)w;
 	}
 	strbuf_free(&req);
 	shutdown(fd, SHUT_WR);
 
-	struct strbuf reply;
-	strbuf_init(&reply);
 	char buf[8192];
 	for (;;) {
 		ssize_t r = read(fd, buf, sizeof(buf));
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r < 0) {
-			fprintf(stderr, "ternctl: reading from ternd: %s\n", strerror(errno));
-			strbuf_free(&reply);
-			close(fd);
-			return TERNCTL_EXIT_FAIL;
+			snprintf(err, errlen, "reading from ternd: %s", strerror(errno));
+			return -1;
 		}
 		if (r == 0)
-			break;
-		if (reply.len + (size_t)r > TERNCTL_REPLY_MAX) {
-			fprintf(stderr, "ternctl: reply from ternd too large\n");
-			strbuf_free(&reply);
-			close(fd);
-			return TERNCTL_EXIT_FAIL;
+			return 0;
+		if (reply->len + (size_t)r > TERNCTL_REPLY_MAX) {
+			snprintf(err, errlen, "reply from ternd too large");
+			return -1;
 		}
-		strbuf_add(&reply, buf, (size_t)r);
+		strbuf_add(reply, buf, (size_t)r);
+	}
+}
+
+/* ternctl_request - send one line to ternd; print the body; exit code */
+static int ternctl_request(struct ternctl *t, const char *line)
+{
+	if (ternctl_conf_load(t) < 0)
+		return TERNCTL_EXIT_FAIL;
+	int fd = ternctl_connect(t);
+	if (fd < 0) {
+		fprintf(stderr, "ternctl: cannot reach ternd at %s: %s (is ternd running?)\n",
+			t->conf.control_socket ? t->conf.control_socket : "(unset)", strerror(errno));
+		return TERNCTL_EXIT_FAIL;
+	}
+	struct strbuf reply;
+	strbuf_init(&reply);
+	char err[256];
+	if (ternctl_send_request(fd, line, &reply, err, sizeof(err)) < 0) {
+		fprintf(stderr, "ternctl: %s\n", err);
+		strbuf_free(&reply);
+		close(fd);
+		return TERNCTL_EXIT_FAIL;
 	}
 	close(fd);
 
@@ -251,6 +258,20 @@ static int ternctl_ping(struct ternctl *t, int argc, char **argv)
 	return ternctl_request(t, "ping");
 }
 
+/* ternctl_reload - ternd re-reads its configuration and tables (as SIGHUP) */
+static int ternctl_reload(struct ternctl *t, int argc, char **argv)
+{
+	if (argc != 1)
+		return ternctl_usage();
+	return ternctl_request(t, "reload");
+}
+
+/* ternctl_sendmail - "ternctl sendmail ...": the sendmail(1) interface */
+static int ternctl_sendmail(struct ternctl *t, int argc, char **argv)
+{
+	return ctl_sendmail_run(t, argc, argv, "ternctl sendmail");
+}
+
 /* ternctl_stats - scheduler counters */
 static int ternctl_stats(struct ternctl *t, int argc, char **argv)
 {
@@ -267,6 +288,10 @@ static const struct ternctl_cmd ternctl_cmd_table[] = {
 	{"queue", ternctl_queue, "queue flush                retry every queued message now"},
 	{"ping", ternctl_ping, "ping                       check that ternd answers"},
 	{"stats", ternctl_stats, "stats                      scheduler counters"},
+	{"reload", ternctl_reload, "reload                     ternd re-reads configuration and tables"},
+	{"user", ctl_user_run, "user add|passwd|del USER@DOMAIN   manage accounts (password on stdin)"},
+	{"user", ctl_user_run, "user list                  list the accounts"},
+	{"sendmail", ternctl_sendmail, "sendmail [-t] [-i] [-f SENDER] [-F NAME] [RCPT...]  submit a message"},
 };
 
 /* ternctl_commands - the command table */
@@ -281,6 +306,16 @@ int main(int argc, char **argv)
 	struct ternctl t;
 	memset(&t, 0, sizeof(t));
 	t.conf_path = TERNCTL_DEFAULT_CONF;
+	/* installed as "sendmail" (a symlink): programs call us with
+	 * sendmail(1)'s options, not ternctl's */
+	char *base = argc > 0 ? strrchr(argv[0], '/') : NULL;
+	base = base ? base + 1 : (argc > 0 ? argv[0] : "");
+	if (strcmp(base, "sendmail") == 0) {
+		int r = ctl_sendmail_run(&t, argc, argv, "sendmail");
+		if (t.conf_loaded)
+			conf_free(&t.conf);
+		return r;
+	}
 	int opt;
 	/* '+': stop at the command so its own arguments are not options */
 	while ((opt = getopt(argc, argv, "+c:o:h")) != -1) {

@@ -35,6 +35,9 @@
 #include "event/conn.h"
 #include "event/control.h"
 #include "event/listener.h"
+#include "event/worker.h"
+#include "deliver/remote.h"
+#include "policy/limits.h"
 #include "lookup/lookup.h"
 #include "queue/queue.h"
 #include "sched/sched.h"
@@ -54,6 +57,7 @@ struct ternd {
 	struct conn_server srv;
 	struct queue *queue;
 	struct sched *sched;
+	struct remote *remote;
 	struct control *control;
 	struct event *sig_term, *sig_int, *sig_hup, *deadline;
 	int exit_code;
@@ -243,19 +247,19 @@ static void ternd_on_idle(struct conn_server *srv)
 }
 
 /* ternd_reload - SIGHUP: new configuration and tables, or keep the old */
-static void ternd_reload(struct ternd *t)
+static int ternd_reload(struct ternd *t)
 {
 	struct conf *c = ternd_load_conf(t);
 	if (c == NULL) {
 		log_event(LOG_LEVEL_ERR, "reload_failed", "configuration has errors; keeping the running one");
-		return;
+		return -1;
 	}
 	struct lookup_tables *tab = ternd_load_tables(c);
 	if (tab == NULL) {
 		log_event(LOG_LEVEL_ERR, "reload_failed", "users or aliases have errors; keeping the running ones");
 		conf_free(c);
 		free(c);
-		return;
+		return -1;
 	}
 	struct tls_server *tls = NULL;
 	if (c->tls_cert) {
@@ -266,7 +270,7 @@ static void ternd_reload(struct ternd *t)
 			lookup_free(tab);
 			conf_free(c);
 			free(c);
-			return;
+			return -1;
 		}
 	}
 	/* sessions already under TLS keep their context (refcounted); new
@@ -280,16 +284,33 @@ static void ternd_reload(struct ternd *t)
 	t->conf = c;
 	t->srv.conf = c;
 	sched_set_conf(t->sched, c);
+	remote_set_conf(t->remote, c);
 	log_init("ternd", level_of(c->log_level));
 	log_event(LOG_LEVEL_INFO, "reloaded", "configuration and tables reloaded (listeners unchanged)");
+	return 0;
 }
+
+static int ternd_reload_cb(void *arg)
+{
+	return ternd_reload(arg);
+}
+
+/* ternd_smtp_cb - ternctl sendmail: the control socket hands over a local
+ * SMTP connection */
+static void ternd_smtp_cb(void *arg, int fd)
+{
+	struct ternd *t = arg;
+	conn_accept_local(&t->srv, fd);
+}
+
+
 
 static void ternd_on_signal(evutil_socket_t sig, short what, void *arg)
 {
 	struct ternd *t = arg;
 	(void)what;
 	if (sig == SIGHUP)
-		ternd_reload(t);
+		(void)ternd_reload(t);
 	else
 		ternd_stop(t);
 }
@@ -320,17 +341,18 @@ int main(int argc, char **argv)
 	if (t.conf == NULL)
 		return 1;
 	log_init("ternd", level_of(t.conf->log_level));
-	if (t.conf->smtp_listen.n == 0 && t.conf->submission_listen.n == 0) {
+	if (t.conf->smtp_listen.n == 0 && t.conf->submission_listen.n == 0 && t.conf->submissions_listen.n == 0) {
 		fprintf(stderr, "%s:0: smtp_listen: no listener configured\n", t.conf_path);
 		return 1;
 	}
-	if (t.conf->submission_listen.n || t.conf->submissions_listen.n) {
-		/* submission requires TLS and AUTH, which this build does not have yet:
-		 * refusing is safer than offering an unauthenticated relay */
-		fprintf(stderr, "%s:0: %s: submission needs TLS and AUTH, not supported by this build yet\n",
-			t.conf_path, t.conf->submission_listen.n ? "submission_listen" : "submissions_listen");
+	if ((t.conf->submission_listen.n || t.conf->submissions_listen.n) && t.conf->tls_cert == NULL) {
+		/* submission is STARTTLS then AUTH (RFC 6409); AUTH is offered only
+		 * under TLS, so without a certificate it could never be used */
+		fprintf(stderr, "%s:0: %s: submission needs tls_cert and tls_key\n", t.conf_path,
+			t.conf->submission_listen.n ? "submission_listen" : "submissions_listen");
 		return 1;
 	}
+
 	conn_server_init(&t.srv);
 	t.srv.conf = t.conf;
 	t.srv.on_idle = ternd_on_idle;
@@ -355,7 +377,9 @@ int main(int argc, char **argv)
 		return 1;
 	}
 	t.srv.base = t.base;
-	if (ternd_listen_list(&t, &t.conf->smtp_listen, SMTP_LISTENER_MX) < 0)
+	if (ternd_listen_list(&t, &t.conf->smtp_listen, SMTP_LISTENER_MX) < 0 ||
+	    ternd_listen_list(&t, &t.conf->submission_listen, SMTP_LISTENER_SUBMISSION) < 0 ||
+	    ternd_listen_list(&t, &t.conf->submissions_listen, SMTP_LISTENER_SUBMISSIONS) < 0)
 		return 1;
 	if (ternd_drop_privileges(t.conf) < 0)
 		return 1;
@@ -369,6 +393,13 @@ int main(int argc, char **argv)
 	t.srv.queue = t.queue;
 	t.sched = sched_new(t.base, t.conf, t.queue);
 	t.srv.sched = t.sched;
+	t.remote = remote_new(t.base, t.conf, t.queue, t.sched, err, sizeof(err));
+	if (t.remote == NULL) {
+		log_event(LOG_LEVEL_CRIT, "startup_failed", "remote delivery: %s", err);
+		return 1;
+	}
+	t.srv.workers = worker_pool_new(t.base, 2);
+	t.srv.limits = limits_new(100000);
 	if (sched_recover(t.sched, err, sizeof(err)) < 0) {
 		log_event(LOG_LEVEL_CRIT, "startup_failed", "queue recovery: %s", err);
 		return 1;
@@ -378,6 +409,8 @@ int main(int argc, char **argv)
 		log_event(LOG_LEVEL_CRIT, "startup_failed", "control socket: %s", err);
 		return 1;
 	}
+	control_set_reload(t.control, ternd_reload_cb, &t);
+	control_set_smtp_handler(t.control, ternd_smtp_cb, &t);
 	t.sig_term = evsignal_new(t.base, SIGTERM, ternd_on_signal, &t);
 	t.sig_int = evsignal_new(t.base, SIGINT, ternd_on_signal, &t);
 	t.sig_hup = evsignal_new(t.base, SIGHUP, ternd_on_signal, &t);
@@ -392,6 +425,9 @@ int main(int argc, char **argv)
 	log_end(&l);
 
 	event_base_dispatch(t.base);
+	remote_free(t.remote);
+	worker_pool_free(t.srv.workers);
+	limits_free(t.srv.limits);
 
 	/* orderly end: sessions are gone; finish deliveries, release all */
 	sched_drain(t.sched);

@@ -25,6 +25,11 @@
 #include "smtp/smtp_reply.h"
 #include "smtp/smtp_server.h"
 #include "tls/tls.h"
+#include "auth/passwd.h"
+#include "event/worker.h"
+#include "policy/limits.h"
+#include <openssl/crypto.h>
+#include <time.h>
 
 #define CONN_READ_CHUNK 16384
 /* stop reading from a client that does not read our replies */
@@ -45,6 +50,8 @@ struct conn {
 	int reading;
 	int close_requested;
 	int commit_pending;      /* a queue commit is in flight: keep the session */
+	int auth_pending;        /* a password check is in flight: keep the session */
+	struct event *auth_timer; /* the delay before a failed AUTH is answered */
 	int started;
 	/* TLS: the same read/write interface for TCP and TLS (conn_io_*) */
 	struct tls_server *tls;  /* context this connection's SSL came from */
@@ -266,14 +273,13 @@ static void conn_update(struct conn *c)
 {
 	if (conn_flush(c) < 0 && c->fd >= 0) {
 		conn_close_socket(c);
-		if (!c->commit_pending)
-			smtp_session_eof(c->session);
+		smtp_session_eof(c->session);
 	}
 	int pending_out = c->out.len > c->out_off;
 	if (c->close_requested && !pending_out)
 		conn_close_socket(c);
 	if (c->fd < 0) {
-		if (!c->commit_pending)
+		if (!c->commit_pending && !c->auth_pending)
 			conn_free(c);
 		return;
 	}
@@ -298,7 +304,7 @@ static void conn_update(struct conn *c)
 		event_active(c->rev, EV_READ, 0);
 	if (c->ssl_want_write)
 		event_add(c->wev, NULL);
-	if (c->started && !c->commit_pending) {
+	if (c->started && !c->commit_pending && !c->auth_pending) {
 		struct timeval tv = {(time_t)smtp_session_timeout_secs(c->session), 0};
 		event_add(c->timer, &tv);
 	}
@@ -433,7 +439,7 @@ static void conn_on_timeout(evutil_socket_t fd, short what, void *arg)
 	struct conn *c = arg;
 	(void)fd;
 	(void)what;
-	if (c->commit_pending)
+	if (c->commit_pending || c->auth_pending)
 		return;
 	if (c->handshaking) {
 		conn_tls_failed(c, "handshake timeout");
@@ -547,6 +553,130 @@ static void conn_op_msg_accepted(void *ctx, const struct envelope *env)
 	sched_submit(c->srv->sched, env);
 }
 
+/* ---- AUTH: password checks on a worker thread ---- */
+
+struct conn_auth_job {
+	struct conn *c;
+	char user[256];
+	char password[256];
+	char *stored;   /* the account's hash, copied on the loop thread */
+	char account[256];
+	int ok;
+};
+
+/* conn_auth_work - worker thread: the slow hash, same cost for unknown users */
+static void conn_auth_work(void *arg)
+{
+	struct conn_auth_job *j = arg;
+	j->ok = passwd_verify(j->stored, j->password);
+	OPENSSL_cleanse(j->password, sizeof(j->password));
+}
+
+static void conn_auth_finish(struct conn *c, struct conn_auth_job *j, int result)
+{
+	c->auth_pending = 0;
+	smtp_session_auth_done(c->session, result, result == SMTP_AUTH_OK ? j->account : NULL);
+	free(j->stored);
+	OPENSSL_cleanse(j, sizeof(*j));
+	free(j);
+	conn_update(c);
+}
+
+static void conn_auth_delayed(evutil_socket_t fd, short what, void *arg);
+
+/* conn_auth_done - loop thread: answer now, or after the failure delay */
+static void conn_auth_done(void *arg)
+{
+	struct conn_auth_job *j = arg;
+	struct conn *c = j->c;
+	if (j->ok) {
+		limits_auth_success(c->srv->limits, c->addr);
+		conn_auth_finish(c, j, SMTP_AUTH_OK);
+		return;
+	}
+	/* slow the next guess down; the address, not the account, pays */
+	unsigned delay = limits_auth_failure(c->srv->limits, c->addr, time(NULL), c->conf->auth_lockout);
+	struct event *ev = evtimer_new(c->srv->base, conn_auth_delayed, j);
+	struct timeval tv = {(time_t)delay, 0};
+	evtimer_add(ev, &tv);
+	c->auth_timer = ev;
+}
+
+static void conn_auth_delayed(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn_auth_job *j = arg;
+	struct conn *c = j->c;
+	(void)fd;
+	(void)what;
+	event_free(c->auth_timer);
+	c->auth_timer = NULL;
+	int locked = limits_auth_locked(c->srv->limits, c->addr, time(NULL), c->conf->auth_max_failures,
+					c->conf->auth_lockout);
+	conn_auth_finish(c, j, locked ? SMTP_AUTH_LOCKED : SMTP_AUTH_FAIL);
+}
+
+static void conn_op_auth_check(void *ctx, const char *user, const char *password, struct smtp_session *s)
+{
+	struct conn *c = ctx;
+	(void)s;
+	if (limits_auth_locked(c->srv->limits, c->addr, time(NULL), c->conf->auth_max_failures,
+			       c->conf->auth_lockout)) {
+		smtp_session_auth_done(c->session, SMTP_AUTH_LOCKED, NULL);
+		return;
+	}
+	struct conn_auth_job *j = calloc(1, sizeof(*j));
+	if (j == NULL || strlen(user) >= sizeof(j->user) || strlen(password) >= sizeof(j->password)) {
+		free(j);
+		smtp_session_auth_done(c->session, j ? SMTP_AUTH_FAIL : SMTP_AUTH_TEMPFAIL, NULL);
+		return;
+	}
+	j->c = c;
+	snprintf(j->user, sizeof(j->user), "%s", user);
+	snprintf(j->password, sizeof(j->password), "%s", password);
+	const char *at = strrchr(user, '@');
+	const char *acct = NULL;
+	if (at) {
+		char local[256];
+		snprintf(local, sizeof(local), "%.*s", (int)(at - user), user);
+		acct = lookup_user(c->srv->tables, local, at + 1);
+	}
+	const char *stored = acct ? lookup_password_hash(c->srv->tables, acct) : NULL;
+	j->stored = stored ? strdup(stored) : NULL;
+	snprintf(j->account, sizeof(j->account), "%s", acct ? acct : "");
+	c->auth_pending = 1;
+	if (worker_submit(c->srv->workers, conn_auth_work, conn_auth_done, j) < 0) {
+		c->auth_pending = 0;
+		OPENSSL_cleanse(j->password, sizeof(j->password));
+		free(j->stored);
+		free(j);
+		smtp_session_auth_done(c->session, SMTP_AUTH_TEMPFAIL, NULL);
+	}
+}
+
+static int conn_op_sender_check(void *ctx, const char *account, const struct smtp_path *from)
+{
+	struct conn *c = ctx;
+	return lookup_sender_owned(c->srv->tables, account, from->addr);
+}
+
+static int conn_op_rate_check(void *ctx, const char *account)
+{
+	struct conn *c = ctx;
+	time_t now = time(NULL);
+	char key[320];
+	if (account && c->conf->rate_limit_user) {
+		snprintf(key, sizeof(key), "user:%s", account);
+		if (limits_rate_take(c->srv->limits, key, now, c->conf->rate_limit_user))
+			return 1;
+	}
+	if (c->conf->rate_limit_ip && strcmp(c->addr, "local") != 0) {
+		snprintf(key, sizeof(key), "ip:%s", c->addr);
+		if (limits_rate_take(c->srv->limits, key, now, c->conf->rate_limit_ip))
+			return 1;
+	}
+	return 0;
+}
+
 static const struct smtp_server_ops conn_ops = {
 	.write = conn_op_write,
 	.close = conn_op_close,
@@ -557,6 +687,9 @@ static const struct smtp_server_ops conn_ops = {
 	.msg_abort = conn_op_msg_abort,
 	.msg_accepted = conn_op_msg_accepted,
 	.starttls = conn_op_starttls,
+	.auth_check = conn_op_auth_check,
+	.sender_check = conn_op_sender_check,
+	.rate_check = conn_op_rate_check,
 };
 
 /* conn_refuse - answer a connection we will not serve, and close it */
@@ -611,6 +744,7 @@ static void conn_start(struct conn_server *srv, int fd, int kind, const char *ad
 		.trusted = trusted,
 		.tls = kind == SMTP_LISTENER_SUBMISSIONS,
 		.tls_available = srv->tls != NULL,
+		.hide_client = (int)conf->hide_client_address,
 		.session_id = c->id,
 	};
 	c->session = smtp_session_new(conf, &info, &conn_ops, c);

@@ -26,6 +26,8 @@ struct lookup_tables;
 struct queue;
 struct sched;
 struct tls_server;
+struct worker_pool;
+struct limits;
 struct conn;
 struct conn_iptab;
 
@@ -36,6 +38,8 @@ struct conn_server {
 	struct queue *queue;
 	struct sched *sched;
 	struct tls_server *tls;       /* NULL without tls_cert; replaced on SIGHUP */
+	struct worker_pool *workers;  /* password checks, off the loop */
+	struct limits *limits;        /* AUTH failures, message rates */
 	struct conn *conns;           /* list of live connections */
 	size_t nconns;
 	struct conn_iptab *iptab;     /* connections per client address */

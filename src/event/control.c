@@ -2,11 +2,14 @@
  * control - the control socket: a tiny line protocol between ternctl and
  * ternd over a Unix socket. See control.h for the protocol.
  *
- * Exports: control_start, control_stop, control_handle (see control.h).
+ * Exports: control_start, control_stop, control_handle, control_set_reload,
+ * control_set_smtp_handler (see control.h).
  * Trusts: the file permissions (directory 0700, socket 0600) and, on top of
  * them, the peer's credentials: only our own uid or root may talk to us.
  * Requests are capped at CONTROL_REQUEST_MAX bytes, must be printable ASCII,
- * and queue IDs are checked before they reach the scheduler.
+ * and queue IDs are checked before they reach the scheduler. A socket
+ * handed to the SMTP engine ("smtp") is trusted no further than any SMTP
+ * client: the engine parses every byte.
  */
 #include "event/control.h"
 
@@ -52,6 +55,10 @@ struct control {
 	struct event *ev_accept;
 	struct control_conn *conns;
 	size_t nconns;
+	int (*reload_fn)(void *arg);
+	void *reload_arg;
+	void (*smtp_fn)(void *arg, int fd);
+	void *smtp_arg;
 };
 
 /* control_qid_arg - the QID argument, checked; NULL after writing ERR */
@@ -169,8 +176,8 @@ void control_handle(struct sched *s, const char *line, size_t n, struct strbuf *
 	}
 }
 
-/* control_conn_close - release one connection */
-static void control_conn_close(struct control_conn *cc)
+/* control_conn_release - unlink and free one connection; the fd is the caller's */
+static int control_conn_release(struct control_conn *cc)
 {
 	struct control *c = cc->ctl;
 	if (cc->prev)
@@ -181,9 +188,16 @@ static void control_conn_close(struct control_conn *cc)
 		cc->next->prev = cc->prev;
 	c->nconns--;
 	event_free(cc->ev);
-	close(cc->fd);
 	strbuf_free(&cc->out);
+	int fd = cc->fd;
 	free(cc);
+	return fd;
+}
+
+/* control_conn_close - release one connection and close its socket */
+static void control_conn_close(struct control_conn *cc)
+{
+	close(control_conn_release(cc));
 }
 
 static void control_conn_cb(evutil_socket_t fd, short what, void *arg);
@@ -198,7 +212,54 @@ static void control_conn_reply(struct control_conn *cc)
 	event_add(cc->ev, &tv);
 }
 
-/* control_conn_read - take bytes until a full line; then answer it */
+/* control_is - does the request line equal word exactly? */
+static int control_is(const char *line, size_t n, const char *word)
+{
+	return n == strlen(word) && memcmp(line, word, n) == 0;
+}
+
+/*
+ * control_conn_dispatch - answer a complete request line, or hand the
+ * socket to the SMTP engine ("smtp"). The requests that need the daemon's
+ * callbacks are taken here; the rest go to control_handle.
+ */
+static void control_conn_dispatch(struct control_conn *cc, const char *line, size_t n, int eof)
+{
+	struct control *c = cc->ctl;
+	if (control_is(line, n, "smtp") && !eof) {
+		if (c->smtp_fn == NULL) {
+			strbuf_adds(&cc->out, "ERR local submission not available\n");
+			control_conn_reply(cc);
+			return;
+		}
+		/* from here the socket is the SMTP engine's: we neither close it
+		 * nor read from it again (nothing past the request's LF was read) */
+		void (*fn)(void *, int) = c->smtp_fn;
+		void *arg = c->smtp_arg;
+		int fd = control_conn_release(cc);
+		fn(arg, fd);
+		return;
+	}
+	if (control_is(line, n, "reload")) {
+		if (c->reload_fn == NULL)
+			strbuf_adds(&cc->out, "ERR reload not available\n");
+		else if (c->reload_fn(c->reload_arg) < 0)
+			strbuf_adds(&cc->out, "ERR reload failed; the running configuration and tables are kept "
+					      "(see ternd's log)\n");
+		else
+			strbuf_adds(&cc->out, "OK\nreloaded\n");
+		control_conn_reply(cc);
+		return;
+	}
+	control_handle(c->sched, line, n, &cc->out);
+	control_conn_reply(cc);
+}
+
+/*
+ * control_conn_read - take bytes until a full line; then answer it. Bytes
+ * are peeked first and only the line itself is consumed: after "smtp" the
+ * rest of the stream belongs to the SMTP session.
+ */
 static void control_conn_read(struct control_conn *cc)
 {
 	for (;;) {
@@ -208,7 +269,7 @@ static void control_conn_read(struct control_conn *cc)
 			control_conn_reply(cc);
 			return;
 		}
-		ssize_t r = read(cc->fd, cc->in + cc->inlen, room);
+		ssize_t r = recv(cc->fd, cc->in + cc->inlen, room, MSG_PEEK);
 		if (r < 0) {
 			if (errno == EINTR)
 				continue;
@@ -223,19 +284,26 @@ static void control_conn_read(struct control_conn *cc)
 				return;
 			}
 			/* a request without its line end is still a request */
-			control_handle(cc->ctl->sched, cc->in, cc->inlen, &cc->out);
-			control_conn_reply(cc);
+			control_conn_dispatch(cc, cc->in, cc->inlen, 1);
 			return;
 		}
-		size_t old = cc->inlen;
-		cc->inlen += (size_t)r;
-		char *nl = memchr(cc->in + old, '\n', cc->inlen - old);
+		char *nl = memchr(cc->in + cc->inlen, '\n', (size_t)r);
+		size_t take = nl ? (size_t)(nl - (cc->in + cc->inlen)) + 1 : (size_t)r;
+		ssize_t got;
+		do
+			got = recv(cc->fd, cc->in + cc->inlen, take, 0);
+		while (got < 0 && errno == EINTR);
+		/* the bytes were there a moment ago and only we read this socket */
+		if (got != (ssize_t)take) {
+			control_conn_close(cc);
+			return;
+		}
+		cc->inlen += take;
 		if (nl) {
-			size_t n = (size_t)(nl - cc->in);
+			size_t n = cc->inlen - 1;
 			if (n > 0 && cc->in[n - 1] == '\r')
 				n--;
-			control_handle(cc->ctl->sched, cc->in, n, &cc->out);
-			control_conn_reply(cc);
+			control_conn_dispatch(cc, cc->in, n, 0);
 			return;
 		}
 	}
@@ -385,6 +453,18 @@ struct control *control_start(struct event_base *base, const char *path, struct 
 	c->ev_accept = event_new(base, fd, EV_READ | EV_PERSIST, control_accept_cb, c);
 	event_add(c->ev_accept, NULL);
 	return c;
+}
+
+void control_set_reload(struct control *c, int (*fn)(void *arg), void *arg)
+{
+	c->reload_fn = fn;
+	c->reload_arg = arg;
+}
+
+void control_set_smtp_handler(struct control *c, void (*fn)(void *arg, int fd), void *arg)
+{
+	c->smtp_fn = fn;
+	c->smtp_arg = arg;
 }
 
 void control_stop(struct control *c)

@@ -8,6 +8,7 @@
  *   lookup_users_count/lookup_aliases_count    sizes, for logs
  *   lookup_user            canonical account for local@domain (subaddress folded)
  *   lookup_password_hash   stored hash of an account, for AUTH
+ *   lookup_sender_owned    sender ownership for authenticated submission
  *   lookup_rcpt            RCPT resolution, final recipients into the envelope
  *
  * Both tables are hash maps keyed by the ASCII-lowercased "local@domain", so
@@ -642,6 +643,81 @@ const char *lookup_password_hash(const struct lookup_tables *t, const char *acco
 	/* exact only: "alice+tag" is an address, not a login name */
 	const struct lookup_user *u = lookup_user_get(t, account, (size_t)(at - account), at + 1);
 	return u ? u->hash : NULL;
+}
+
+/* ---- sender ownership ---- */
+
+/* the state of one ownership question: aliases already expanded */
+struct lookup_owner_walk {
+	const struct lookup_tables *t;
+	const char *account;
+	const struct lookup_alias **seen;
+	size_t nseen, capseen;
+};
+
+/* lookup_addr_is_account - addr is the account or "account-local+tag@domain" */
+static int lookup_addr_is_account(const char *account, const char *addr)
+{
+	if (str_casecmp_ascii(addr, account) == 0)
+		return 1;
+	const char *at = strrchr(addr, '@');
+	const char *aat = strrchr(account, '@');
+	if (at == NULL || aat == NULL)
+		return 0;
+	size_t base = lookup_subaddr_base(addr, (size_t)(at - addr));
+	return base > 0 && base == (size_t)(aat - account) && str_ncasecmp_ascii(addr, account, base) == 0 &&
+	       str_casecmp_ascii(at, aat) == 0;
+}
+
+static int lookup_owner_addr(struct lookup_owner_walk *w, const char *addr, size_t depth);
+
+/* lookup_owner_alias - does the expansion of alias a reach the account */
+static int lookup_owner_alias(struct lookup_owner_walk *w, const struct lookup_alias *a, size_t depth)
+{
+	/* each alias is expanded once per question (loops and diamonds end
+	 * here), and nesting is capped like RCPT resolution */
+	for (size_t i = 0; i < w->nseen; i++)
+		if (w->seen[i] == a)
+			return 0;
+	if (depth >= LOOKUP_ALIAS_DEPTH_MAX)
+		return 0;
+	if (w->nseen == w->capseen) {
+		w->capseen = w->capseen ? w->capseen * 2 : 8;
+		w->seen = xrealloc(w->seen, w->capseen * sizeof(*w->seen));
+	}
+	w->seen[w->nseen++] = a;
+	for (size_t i = 0; i < a->ntargets; i++)
+		if (lookup_owner_addr(w, a->targets[i], depth + 1))
+			return 1;
+	return 0;
+}
+
+/* lookup_owner_addr - addr is the account, a subaddress of it, or an alias reaching it */
+static int lookup_owner_addr(struct lookup_owner_walk *w, const char *addr, size_t depth)
+{
+	if (lookup_addr_is_account(w->account, addr))
+		return 1;
+	const char *at = strrchr(addr, '@');
+	if (w->t == NULL || at == NULL || at == addr)
+		return 0;
+	size_t llen = (size_t)(at - addr);
+	const struct lookup_alias *a = lookup_alias_get(w->t, addr, llen, at + 1);
+	if (a == NULL) {
+		size_t base = lookup_subaddr_base(addr, llen);
+		if (base > 0)
+			a = lookup_alias_get(w->t, addr, base, at + 1);
+	}
+	return a != NULL && lookup_owner_alias(w, a, depth);
+}
+
+int lookup_sender_owned(const struct lookup_tables *t, const char *account, const char *addr)
+{
+	if (account == NULL || addr == NULL || account[0] == '\0' || addr[0] == '\0')
+		return 0;
+	struct lookup_owner_walk w = {.t = t, .account = account};
+	int r = lookup_owner_addr(&w, addr, 0);
+	free(w.seen);
+	return r;
 }
 
 /* ---- RCPT resolution ---- */

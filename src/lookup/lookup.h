@@ -12,6 +12,9 @@
  *                             address (case-insensitive, subaddress
  *                             "user+tag" folded), or NULL
  *   lookup_password_hash      the stored hash of an account (for AUTH)
+ *   lookup_sender_owned       may an authenticated account use an address
+ *                             as MAIL FROM (itself, a subaddress, an alias
+ *                             that reaches it)
  *   lookup_rcpt               resolve one RCPT path: local users, aliases
  *                             (recursive, loops detected), subaddresses,
  *                             remote targets; appends final recipients to
@@ -39,6 +42,16 @@ size_t lookup_aliases_count(const struct lookup_tables *t);
 
 const char *lookup_user(const struct lookup_tables *t, const char *local, const char *domain);
 const char *lookup_password_hash(const struct lookup_tables *t, const char *account);
+
+/*
+ * lookup_sender_owned - 1 if the authenticated account may send as addr
+ * ("local@domain", as in smtp_path.addr), else 0. Owned are: the account
+ * itself (case-insensitive); its subaddresses "local+tag@domain" (RFC
+ * 5233); an alias (or "alias+tag") whose expansion, followed recursively
+ * through the alias table, includes the account or a subaddress of it.
+ * The null sender is the caller's decision. t may be NULL (no aliases).
+ */
+int lookup_sender_owned(const struct lookup_tables *t, const char *account, const char *addr);
 
 enum smtp_rcpt_verdict lookup_rcpt(const struct lookup_tables *t, const struct conf *conf,
 				   const struct smtp_path *rcpt, int may_relay, struct envelope *env,

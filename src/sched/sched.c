@@ -19,6 +19,14 @@
  * Remote delivery plugs in through sched_set_remote; without it a remote
  * recipient is deferred ("remote delivery not available yet").
  *
+ * DSNs (bounces, delay warnings, success reports) are composed by a
+ * worker (deliver/bounce.c reads the original), queued from the loop as
+ * new messages from <>, and submitted like any mail; the order that keeps
+ * a crash from losing one is described above sched_dsn_start. A local
+ * recipient whose name cannot be a Maildir fails permanently (5.1.1).
+ * Local delivery uses maildir_deliver_once, checking for an earlier copy
+ * only for messages recovered at start-up.
+ *
  * Exports: see sched.h (sched_new ... sched_remote_done).
  * Trusts: envelopes come from the queue, which parsed them as untrusted;
  * remote diagnostics are untrusted text and are escaped when listed.
@@ -38,7 +46,9 @@
 #include <event2/event.h>
 
 #include "core/log.h"
+#include "core/str.h"
 #include "core/xalloc.h"
+#include "deliver/bounce.h"
 #include "deliver/maildir.h"
 
 #define SCHED_HEADERS_MAX (64 * 1024)
@@ -54,6 +64,7 @@ struct sched_item {
 	size_t idx;
 	enum sched_item_kind kind;
 	char *addr;
+	unsigned notify;            /* the recipient's enum env_notify bits */
 	unsigned attempts;          /* in: so far; out: after this attempt */
 	enum sched_result result;   /* PRESET: in; LOCAL: out */
 	char *text;                 /* diagnostic (owned) */
@@ -73,6 +84,37 @@ enum sched_inflight {
 
 struct sched_msg;
 
+/* per recipient in struct sched_msg.dsn: which notifications are done */
+enum sched_dsn_flag {
+	SCHED_DSN_FINAL = 1, /* failure/success DSN queued, or not owed */
+	SCHED_DSN_DELAY = 2, /* delay warning queued, or not owed */
+	SCHED_DSN_BUSY = 4,  /* in a DSN being composed or committed */
+};
+
+/* one recipient a DSN reports on (copies: a worker composes it) */
+struct sched_dsn_rcpt {
+	size_t idx;
+	enum bounce_action action;
+	char *addr;
+	char *orcpt;
+	char *text;   /* the recorded diagnostic, may be NULL */
+};
+
+/* a DSN job: the worker reads the original and composes the message */
+struct sched_dsn {
+	char *to;             /* the original sender, or the postmaster */
+	char *envid;
+	enum env_ret ret;
+	int postmaster_copy;  /* the original is itself a bounce that failed */
+	time_t retry_until;   /* for delayed recipients */
+	struct sched_dsn_rcpt *r;
+	size_t n;
+	/* out */
+	struct strbuf text;
+	int eightbit;
+	int ok;
+};
+
 struct sched_job {
 	struct sched_job *next;
 	struct sched_msg *msg;      /* for the loop only; workers never use it */
@@ -84,9 +126,22 @@ struct sched_job {
 	uint64_t retry_min, retry_max, lifetime;
 	int remove_when_final;      /* no recipient outside this job is pending */
 	int removed;                /* out: the worker removed the message */
+	int recovered;              /* found at start-up: a delivery may have happened unrecorded */
 	struct sched_item *items;
 	size_t n;
 	size_t cap;
+	struct sched_dsn *dsn;      /* set: a DSN job, items is empty */
+};
+
+/* a DSN whose queue commit is in flight; the commit callback's argument */
+struct sched_dsn_commit {
+	struct sched_dsn_commit *prev, *next; /* s->commits */
+	struct sched *s;                      /* NULL once the scheduler is freed */
+	char qid[QUEUE_ID_MAX];               /* the original message */
+	struct envelope env;                  /* the DSN's own envelope */
+	size_t *idx;                          /* recipients of the original it covers */
+	unsigned char *flag;                  /* SCHED_DSN_FINAL or _DELAY, per idx */
+	size_t n;
 };
 
 struct sched_msg {
@@ -100,6 +155,10 @@ struct sched_msg {
 	int deleted;                      /* operator deleted it while busy */
 	struct sched_item *preset;        /* remote outcomes waiting to be recorded */
 	size_t npreset, cappreset;
+	unsigned char *dsn;               /* per recipient: enum sched_dsn_flag bits */
+	size_t dsn_out;                   /* DSN commits in flight */
+	time_t dsn_retry;                 /* a DSN could not be queued: not before this */
+	int recovered;                    /* loaded by sched_recover */
 };
 
 struct sched {
@@ -129,8 +188,10 @@ struct sched {
 	/* remote seam */
 	sched_remote_fn remote_fn;
 	void *remote_arg;
+	/* DSN commits in flight (their callbacks may outlive us) */
+	struct sched_dsn_commit *commits;
 	/* counters for stats */
-	unsigned long long n_delivered, n_deferred, n_failed, n_expired, n_removed;
+	unsigned long long n_delivered, n_deferred, n_failed, n_expired, n_removed, n_bounces;
 };
 
 static void sched_kick(struct sched *s);
@@ -234,6 +295,7 @@ static void sched_msg_free(struct sched *s, struct sched_msg *m)
 		sched_item_clear(&m->preset[i]);
 	free(m->preset);
 	free(m->inflight);
+	free(m->dsn);
 	env_free(&m->env);
 	free(m);
 }
@@ -281,9 +343,99 @@ static void sched_item_outcome(const struct sched_job *j, struct sched_item *it,
 	it->next_attempt = now + (time_t)d;
 }
 
+/* sched_account_ok - whether a local recipient can name a mailbox at all,
+ * by maildir's own rules (a path component each side of the last '@': not
+ * empty, no leading '.', no '/' or control byte). A name that can never be
+ * delivered is a permanent failure (5.1.1), not something to retry for
+ * queue_lifetime: maildir_deliver reports every failure as temporary. */
+static int sched_account_ok(const char *addr)
+{
+	const char *at = strrchr(addr, '@');
+	size_t ll = at ? (size_t)(at - addr) : strlen(addr);
+	const char *dom = at ? at + 1 : NULL;
+	if (ll == 0 || addr[0] == '.' || (dom && (dom[0] == '\0' || dom[0] == '.')))
+		return 0;
+	for (const unsigned char *p = (const unsigned char *)addr; *p; p++)
+		if (*p == '/' || *p < 0x20 || *p == 0x7f)
+			return 0;
+	return 1;
+}
+
+/* sched_dsn_run - compose a DSN job's message from the original (worker) */
+static void sched_dsn_run(struct sched *s, struct sched_job *j)
+{
+	struct sched_dsn *d = j->dsn;
+	int fd = -1;
+	off_t off = 0, len = 0;
+	char err[SCHED_ERR_MAX] = "";
+	struct bounce_fd bf;
+	struct bounce_rcpt *br = xcalloc(d->n, sizeof(*br));
+	char (*status)[16] = xcalloc(d->n, sizeof(*status));
+	char (*mta)[256] = xcalloc(d->n, sizeof(*mta));
+	char (*diag)[SCHED_ERR_MAX] = xcalloc(d->n, sizeof(*diag));
+	time_t now = time(NULL);
+	for (size_t i = 0; i < d->n; i++) {
+		const struct sched_dsn_rcpt *r = &d->r[i];
+		const char *t = r->text;
+		int is_smtp = 0, expired = 0;
+		if (t && strncmp(t, "expired: ", 9) == 0) {
+			t += 9;
+			expired = 1;
+		}
+		const char *def = r->action == BOUNCE_ACTION_FAILED	 ? "5.0.0"
+				  : r->action == BOUNCE_ACTION_DELAYED ? "4.0.0"
+								       : "2.0.0";
+		bounce_diag_parse(t, def, status[i], sizeof(status[i]), mta[i], sizeof(mta[i]), diag[i],
+				  sizeof(diag[i]), &is_smtp);
+		if (expired)
+			/* RFC 3463: 4.4.7 delivery time expired */
+			snprintf(status[i], sizeof(status[i]), "4.4.7");
+		br[i].addr = r->addr;
+		br[i].orcpt = r->orcpt;
+		br[i].action = r->action;
+		br[i].status = status[i];
+		br[i].remote_mta = mta[i][0] ? mta[i] : NULL;
+		br[i].diag_type = is_smtp ? "smtp" : "x-unix";
+		br[i].diag = r->action == BOUNCE_ACTION_DELIVERED && !is_smtp ? NULL : (diag[i][0] ? diag[i] : NULL);
+		br[i].last_attempt = r->action == BOUNCE_ACTION_DELAYED ? 0 : now;
+		br[i].retry_until = r->action == BOUNCE_ACTION_DELAYED ? d->retry_until : 0;
+	}
+	struct bounce_req req = {
+		.hostname = j->hostname,
+		.to = d->to,
+		.orig_qid = j->qid,
+		.envid = d->envid,
+		.arrival = j->arrival,
+		.now = now,
+		.ret = d->ret,
+		.postmaster_copy = d->postmaster_copy,
+		.rcpts = br,
+		.nrcpts = d->n,
+	};
+	if (queue_msg_content(s->q, j->qid, &fd, &off, &len, err, sizeof(err)) == 0) {
+		bf.fd = fd;
+		bf.off = off;
+		req.read = bounce_read_fd;
+		req.read_arg = &bf;
+		req.content_len = len > 0 ? (uint64_t)len : 0;
+	}
+	/* without the content the DSN still goes out and says so */
+	d->ok = bounce_compose(&req, &d->text, &d->eightbit, err, sizeof(err)) == 0;
+	if (fd >= 0)
+		close(fd);
+	free(br);
+	free(status);
+	free(mta);
+	free(diag);
+}
+
 /* sched_job_run - deliver and record one job (worker thread) */
 static void sched_job_run(struct sched *s, struct sched_job *j)
 {
+	if (j->dsn) {
+		sched_dsn_run(s, j);
+		return;
+	}
 	int fd = -1;
 	off_t off = 0, len = 0;
 	int content_tried = 0;
@@ -301,13 +453,20 @@ static void sched_job_run(struct sched *s, struct sched_job *j)
 						snprintf(cerr, sizeof(cerr), "cannot open message content");
 				}
 			}
-			if (fd < 0) {
+			char id[QUEUE_ID_MAX + 24];
+			snprintf(id, sizeof(id), "%s.%zu", j->qid, it->idx);
+			if (!sched_account_ok(it->addr)) {
+				it->result = SCHED_RESULT_PERMFAIL;
+				it->text = xstrdup("5.1.1 invalid mailbox name");
+			} else if (fd < 0) {
 				it->result = SCHED_RESULT_TEMPFAIL;
 				it->text = xstrdup(cerr);
 			} else {
 				char err[SCHED_ERR_MAX] = "";
-				if (maildir_deliver(j->mail_dir, j->hostname, it->addr, fd, off, len, j->sender, err,
-						    sizeof(err)) == 0) {
+				/* a fixed name per (qid, recipient): after a crash the
+				 * delivery may already be in the Maildir, unrecorded */
+				if (maildir_deliver_once(j->mail_dir, j->hostname, it->addr, fd, off, len, j->sender,
+							 j->arrival, id, j->recovered, err, sizeof(err)) == 0) {
 					it->result = SCHED_RESULT_OK;
 					it->text = xstrdup("delivered to maildir");
 				} else {
@@ -325,6 +484,10 @@ static void sched_job_run(struct sched *s, struct sched_job *j)
 				      rerr, sizeof(rerr)) < 0)
 			it->record_err = xstrdup(rerr[0] ? rerr : "cannot record recipient state");
 		if (it->state == ENV_RCPT_PENDING)
+			all_final = 0;
+		/* a failure may owe a bounce (a success, a success DSN): the
+		 * loop decides, queues it, and only then removes the message */
+		if (it->state == ENV_RCPT_FAILED || (it->state == ENV_RCPT_DELIVERED && (it->notify & ENV_NOTIFY_SUCCESS)))
 			all_final = 0;
 	}
 	if (fd >= 0)
@@ -365,9 +528,27 @@ static void *sched_worker(void *arg)
 
 /* ------------------------------------------------------- loop thread */
 
+/* sched_dsn_free - release a DSN job's request and result */
+static void sched_dsn_free(struct sched_dsn *d)
+{
+	if (d == NULL)
+		return;
+	for (size_t i = 0; i < d->n; i++) {
+		free(d->r[i].addr);
+		free(d->r[i].orcpt);
+		free(d->r[i].text);
+	}
+	free(d->r);
+	free(d->to);
+	free(d->envid);
+	strbuf_free(&d->text);
+	free(d);
+}
+
 /* sched_job_free - release a job and its items */
 static void sched_job_free(struct sched_job *j)
 {
+	sched_dsn_free(j->dsn);
 	for (size_t i = 0; i < j->n; i++)
 		sched_item_clear(&j->items[i]);
 	free(j->items);
@@ -391,6 +572,7 @@ static struct sched_item *sched_job_add(struct sched_job *j, size_t idx, enum sc
 	it->kind = kind;
 	it->addr = xstrdup(addr);
 	it->attempts = attempts;
+	it->notify = idx < j->msg->env.nrcpts ? j->msg->env.rcpts[idx].notify : 0;
 	return it;
 }
 
@@ -469,12 +651,351 @@ static int sched_msg_all_final(const struct sched_msg *m)
 	return 1;
 }
 
+/* ---------------------------------------------------------------- DSN */
+
+/*
+ * Delivery status notifications. Order, so that a crash loses no bounce
+ * (at worst one is sent twice):
+ *   1. the worker records the recipient's outcome (FAILED, or DELIVERED
+ *      with NOTIFY=SUCCESS) durably, and then does NOT remove the message;
+ *   2. when the message is quiet (no job, no remote attempt, no outcome
+ *      waiting to be recorded), a DSN job composes one notification for
+ *      every recipient that owes one (one bounce per round);
+ *   3. the loop queues it as a new message (sender <>) and commits it;
+ *   4. only when that commit is durable are the recipients marked done
+ *      and may the original leave the queue.
+ * A crash after 1 or 3 leaves the original with final recipients and no
+ * record that their DSN was sent: the next start sends it (again).
+ * The "done" marks live in memory only (the queue has no record kind for
+ * them yet), so a restart also repeats the DSNs of recipients that
+ * failed in earlier rounds of a message still queued.
+ */
+
+static struct sched_job *sched_job_new(struct sched *s, struct sched_msg *m);
+static void sched_job_submit(struct sched *s, struct sched_job *j);
+
+/* sched_postmaster - where notices about failed bounces go */
+static const char *sched_postmaster(const struct sched *s, char *buf, size_t n)
+{
+	if (s->conf->postmaster && s->conf->postmaster[0])
+		return s->conf->postmaster;
+	snprintf(buf, n, "postmaster@%s", s->conf->hostname ? s->conf->hostname : "localhost");
+	return buf;
+}
+
+/* sched_is_postmaster - the configured postmaster, or any postmaster@ */
+static int sched_is_postmaster(const struct sched *s, const char *addr)
+{
+	char pm[QUEUE_VALUE_MAX + 16];
+	if (str_casecmp_ascii(addr, sched_postmaster(s, pm, sizeof(pm))) == 0)
+		return 1;
+	const char *at = strrchr(addr, '@');
+	size_t ll = at ? (size_t)(at - addr) : strlen(addr);
+	return ll == 10 && str_ncasecmp_ascii(addr, "postmaster", 10) == 0;
+}
+
+/* sched_log_suppressed - a failure that gets no bounce, once, and why */
+static void sched_log_suppressed(const struct sched_msg *m, const char *to, const char *why)
+{
+	struct log_line l;
+	log_begin(&l, LOG_LEVEL_INFO, "bounce_suppressed");
+	log_kv(&l, "qid", m->env.qid);
+	log_kv(&l, "to", to);
+	log_kv(&l, "reason", why);
+	log_end(&l);
+}
+
+/* sched_dsn_owed - whether recipient i owes a DSN now (*act says which);
+ * a final recipient that owes none is marked done here. A delay warning
+ * due later lowers *wake to its time. */
+static int sched_dsn_owed(const struct sched *s, struct sched_msg *m, size_t i, time_t now,
+			  enum bounce_action *act, time_t *wake)
+{
+	const struct env_rcpt *r = &m->env.rcpts[i];
+	unsigned char *f = &m->dsn[i];
+	int null_sender = m->env.sender == NULL || m->env.sender[0] == '\0';
+	if (*f & SCHED_DSN_BUSY)
+		return 0;
+	if (r->state == ENV_RCPT_FAILED) {
+		if (*f & SCHED_DSN_FINAL)
+			return 0;
+		const char *why = NULL;
+		/* never bounce a bounce: a failed one goes to the postmaster,
+		 * once; when that fails too it is only logged */
+		if (null_sender && sched_is_postmaster(s, r->addr))
+			why = "null sender; recipient is the postmaster";
+		else if (!null_sender && (r->notify & ENV_NOTIFY_NEVER))
+			why = "NOTIFY=NEVER";
+		else if (!null_sender && r->notify && !(r->notify & ENV_NOTIFY_FAILURE))
+			why = "NOTIFY without FAILURE";
+		if (why) {
+			*f |= SCHED_DSN_FINAL;
+			sched_log_suppressed(m, r->addr, why);
+			return 0;
+		}
+		*act = BOUNCE_ACTION_FAILED;
+		return 1;
+	}
+	if (null_sender)
+		return 0; /* no success or delay reports about a bounce */
+	if (r->state == ENV_RCPT_DELIVERED) {
+		if (*f & SCHED_DSN_FINAL)
+			return 0;
+		/* remote: the next hop got NOTIFY and reports itself (RFC 3461
+		 * 5.2.2); "relayed" needs the client to say it could not */
+		if ((r->notify & ENV_NOTIFY_SUCCESS) && sched_rcpt_is_local(s, r->addr)) {
+			*act = BOUNCE_ACTION_DELIVERED;
+			return 1;
+		}
+		*f |= SCHED_DSN_FINAL;
+		return 0;
+	}
+	/* pending: a delay warning once, when configured and not refused
+	 * (NOTIFY absent means FAILURE,DELAY: RFC 3461 4.1) */
+	uint64_t dw = s->conf->delay_warning;
+	if (dw == 0 || (*f & SCHED_DSN_DELAY) || (r->notify & ENV_NOTIFY_NEVER) ||
+	    (r->notify && !(r->notify & ENV_NOTIFY_DELAY)))
+		return 0;
+	if (dw > (uint64_t)INT32_MAX)
+		dw = INT32_MAX;
+	time_t due = m->env.arrival + (time_t)dw;
+	if (due > now) {
+		if (*wake == 0 || due < *wake)
+			*wake = due;
+		return 0;
+	}
+	*act = BOUNCE_ACTION_DELAYED;
+	return 1;
+}
+
+/* sched_msg_dsn_pending - a final recipient whose DSN is not settled yet */
+static int sched_msg_dsn_pending(const struct sched_msg *m)
+{
+	for (size_t i = 0; i < m->env.nrcpts; i++) {
+		if (m->dsn[i] & SCHED_DSN_BUSY)
+			return 1;
+		if (m->env.rcpts[i].state != ENV_RCPT_PENDING && !(m->dsn[i] & SCHED_DSN_FINAL))
+			return 1;
+	}
+	return 0;
+}
+
+/* sched_dsn_start - start a DSN job for what the message owes: 1 started,
+ * 0 nothing owed, -1 owed but not now (message busy, held, or an earlier
+ * DSN could not be queued and waits for dsn_retry) */
+static int sched_dsn_start(struct sched *s, struct sched_msg *m, time_t now, time_t *wake)
+{
+	/* while draining no job may start: the workers are gone */
+	if (m->busy || m->remote_out || m->npreset || m->deleted || m->dsn_out || s->draining)
+		return -1;
+	size_t *idx = xcalloc(m->env.nrcpts ? m->env.nrcpts : 1, sizeof(*idx));
+	enum bounce_action *act = xcalloc(m->env.nrcpts ? m->env.nrcpts : 1, sizeof(*act));
+	size_t n = 0;
+	for (size_t i = 0; i < m->env.nrcpts; i++)
+		if (sched_dsn_owed(s, m, i, now, &act[n], wake))
+			idx[n++] = i;
+	int r = 0;
+	if (n && (m->env.held || m->dsn_retry > now)) {
+		if (!m->env.held && (*wake == 0 || m->dsn_retry < *wake))
+			*wake = m->dsn_retry;
+		r = -1;
+	} else if (n) {
+		int null_sender = m->env.sender == NULL || m->env.sender[0] == '\0';
+		char pm[QUEUE_VALUE_MAX + 16];
+		struct sched_job *j = sched_job_new(s, m);
+		struct sched_dsn *d = xcalloc(1, sizeof(*d));
+		strbuf_init(&d->text);
+		d->to = xstrdup(null_sender ? sched_postmaster(s, pm, sizeof(pm)) : m->env.sender);
+		d->envid = m->env.envid ? xstrdup(m->env.envid) : NULL;
+		/* the postmaster gets the failed bounce's headers, not its copy
+		 * of someone's message */
+		d->ret = null_sender ? ENV_RET_HDRS : m->env.ret;
+		d->postmaster_copy = null_sender;
+		uint64_t lt = s->conf->queue_lifetime > (uint64_t)INT32_MAX ? INT32_MAX : s->conf->queue_lifetime;
+		d->retry_until = m->env.arrival + (time_t)lt;
+		d->r = xcalloc(n, sizeof(*d->r));
+		d->n = n;
+		for (size_t k = 0; k < n; k++) {
+			const struct env_rcpt *er = &m->env.rcpts[idx[k]];
+			d->r[k].idx = idx[k];
+			d->r[k].action = act[k];
+			d->r[k].addr = xstrdup(er->addr);
+			d->r[k].orcpt = er->orcpt ? xstrdup(er->orcpt) : NULL;
+			d->r[k].text = er->last_error ? xstrdup(er->last_error) : NULL;
+			m->dsn[idx[k]] |= SCHED_DSN_BUSY;
+		}
+		j->dsn = d;
+		sched_job_submit(s, j);
+		r = 1;
+	}
+	free(idx);
+	free(act);
+	return r;
+}
+
+/* sched_dsn_unbusy - the DSN for these recipients did not happen */
+static void sched_dsn_unbusy(struct sched_msg *m, const size_t *idx, size_t n)
+{
+	for (size_t k = 0; k < n; k++)
+		if (idx[k] < m->env.nrcpts)
+			m->dsn[idx[k]] &= (unsigned char)~SCHED_DSN_BUSY;
+}
+
+/* sched_dsn_postpone - queueing a DSN failed: retry after retry_min */
+static void sched_dsn_postpone(struct sched *s, struct sched_msg *m, const char *why)
+{
+	uint64_t d = s->conf->retry_min ? s->conf->retry_min : 60;
+	if (d > 3600)
+		d = 3600;
+	m->dsn_retry = time(NULL) + (time_t)d;
+	struct log_line l;
+	log_begin(&l, LOG_LEVEL_ERR, "bounce_failed");
+	log_kv(&l, "qid", m->env.qid);
+	log_kv(&l, "reason", why);
+	log_kvi(&l, "retry", (long long)d);
+	log_end(&l);
+}
+
+static void sched_msg_settle(struct sched *s, struct sched_msg *m, int removed);
+
+/* sched_dsn_committed - the DSN is durable (or failed): submit it, mark
+ * the original's recipients done, let the original go (loop thread) */
+static void sched_dsn_committed(void *arg, int status, const char *reason)
+{
+	struct sched_dsn_commit *c = arg;
+	struct sched *s = c->s;
+	if (s) {
+		if (c->prev)
+			c->prev->next = c->next;
+		else
+			s->commits = c->next;
+		if (c->next)
+			c->next->prev = c->prev;
+	}
+	/* with the scheduler gone the DSN, if committed, is in the queue and
+	 * the next start delivers it */
+	struct sched_msg *m = s ? sched_msg_find(s, c->qid) : NULL;
+	if (s && status != 0) {
+		if (m) {
+			m->dsn_out--;
+			sched_dsn_unbusy(m, c->idx, c->n);
+			sched_dsn_postpone(s, m, reason ? reason : "cannot commit the DSN");
+			sched_msg_settle(s, m, 0);
+		}
+		sched_kick(s);
+	} else if (s) {
+		struct log_line l;
+		log_begin(&l, LOG_LEVEL_INFO, "bounce");
+		log_kv(&l, "qid", c->qid);
+		log_kv(&l, "bounce_qid", c->env.qid);
+		log_kv(&l, "to", c->env.rcpts[0].addr);
+		log_kvi(&l, "nrcpt", (long long)c->n);
+		log_kv(&l, "kind", c->flag[0] == SCHED_DSN_DELAY ? "delay" : "dsn");
+		log_end(&l);
+		s->n_bounces++;
+		sched_submit(s, &c->env);
+		if (m) {
+			m->dsn_out--;
+			for (size_t k = 0; k < c->n; k++) {
+				if (c->idx[k] >= m->env.nrcpts)
+					continue;
+				m->dsn[c->idx[k]] &= (unsigned char)~SCHED_DSN_BUSY;
+				m->dsn[c->idx[k]] |= c->flag[k];
+			}
+			sched_msg_settle(s, m, 0);
+		}
+		sched_kick(s);
+	}
+	env_free(&c->env);
+	free(c->idx);
+	free(c->flag);
+	free(c);
+}
+
+/* sched_dsn_apply - a DSN job came back composed: queue it as a new
+ * message from <> (loop thread: queue files are created here) */
+static void sched_dsn_apply(struct sched *s, struct sched_job *j)
+{
+	struct sched_msg *m = j->msg;
+	struct sched_dsn *d = j->dsn;
+	size_t *idx = xcalloc(d->n, sizeof(*idx));
+	for (size_t k = 0; k < d->n; k++)
+		idx[k] = d->r[k].idx;
+	if (m->deleted || !d->ok) {
+		/* the operator deleted the original: its DSN goes with it */
+		sched_dsn_unbusy(m, idx, d->n);
+		if (!d->ok)
+			sched_dsn_postpone(s, m, "cannot compose the DSN");
+		free(idx);
+		return;
+	}
+	struct sched_dsn_commit *c = xcalloc(1, sizeof(*c));
+	env_init(&c->env);
+	c->env.sender = xstrdup("");
+	c->env.arrival = time(NULL);
+	c->env.body = d->eightbit ? ENV_BODY_8BITMIME : ENV_BODY_7BIT;
+	env_rcpt_add(&c->env, d->to, NULL, 0);
+	char err[SCHED_ERR_MAX] = "";
+	struct queue_file *qf = queue_file_create(s->q, &c->env, err, sizeof(err));
+	if (qf && queue_file_write(qf, d->text.s ? d->text.s : "", d->text.len) < 0) {
+		snprintf(err, sizeof(err), "write DSN: %s", strerror(queue_file_errno(qf)));
+		queue_file_abort(qf);
+		qf = NULL;
+	}
+	if (qf == NULL) {
+		sched_dsn_unbusy(m, idx, d->n);
+		sched_dsn_postpone(s, m, err[0] ? err : "cannot create the DSN");
+		env_free(&c->env);
+		free(c);
+		free(idx);
+		return;
+	}
+	c->s = s;
+	memcpy(c->qid, m->env.qid, sizeof(c->qid));
+	c->idx = idx;
+	c->n = d->n;
+	c->flag = xcalloc(d->n, 1);
+	for (size_t k = 0; k < d->n; k++)
+		c->flag[k] = d->r[k].action == BOUNCE_ACTION_DELAYED ? SCHED_DSN_DELAY : SCHED_DSN_FINAL;
+	c->next = s->commits;
+	if (s->commits)
+		s->commits->prev = c;
+	s->commits = c;
+	m->dsn_out++;
+	queue_file_commit(qf, sched_dsn_committed, c);
+}
+
+/* sched_msg_settle - nothing of the message is running: send what DSNs
+ * it owes, or let it leave the queue when it is finished (may free m) */
+static void sched_msg_settle(struct sched *s, struct sched_msg *m, int removed)
+{
+	if (m->busy || m->remote_out || m->dsn_out)
+		return;
+	if (m->deleted) {
+		sched_msg_finish(s, m, removed, "deleted");
+		return;
+	}
+	if (m->npreset)
+		return; /* the next pass records those first */
+	time_t wake = 0;
+	if (sched_dsn_start(s, m, time(NULL), &wake) != 0)
+		return;
+	if (sched_msg_all_final(m))
+		sched_msg_finish(s, m, removed, "done");
+}
+
 /* sched_job_apply - a job came back: update memory, log, finish */
 static void sched_job_apply(struct sched *s, struct sched_job *j)
 {
 	struct sched_msg *m = j->msg;
 	m->busy = 0;
 	s->jobs_out--;
+	if (j->dsn) {
+		sched_dsn_apply(s, j);
+		sched_job_free(j);
+		sched_msg_settle(s, m, 0);
+		return;
+	}
 	for (size_t i = 0; i < j->n; i++) {
 		struct sched_item *it = &j->items[i];
 		if (it->idx >= m->env.nrcpts)
@@ -488,13 +1009,9 @@ static void sched_job_apply(struct sched *s, struct sched_job *j)
 		m->inflight[it->idx] = SCHED_INFLIGHT_NONE;
 		sched_log_item(s, m->env.qid, it);
 	}
-	if (m->deleted) {
-		if (m->remote_out == 0)
-			sched_msg_finish(s, m, j->removed, "deleted");
-	} else if (m->remote_out == 0 && m->npreset == 0 && sched_msg_all_final(m)) {
-		sched_msg_finish(s, m, j->removed, "done");
-	}
+	int removed = j->removed;
 	sched_job_free(j);
+	sched_msg_settle(s, m, removed);
 }
 
 /* sched_done_cb - workers finished jobs: collect them (loop thread) */
@@ -529,6 +1046,7 @@ static struct sched_job *sched_job_new(struct sched *s, struct sched_msg *m)
 	j->retry_min = s->conf->retry_min;
 	j->retry_max = s->conf->retry_max;
 	j->lifetime = s->conf->queue_lifetime;
+	j->recovered = m->recovered;
 	return j;
 }
 
@@ -557,6 +1075,17 @@ static time_t sched_msg_dispatch(struct sched *s, struct sched_msg *m, time_t no
 	struct sched_job *j = NULL;
 	size_t *remote_idx = NULL;
 	size_t nremote = 0;
+	int dsn_owed = 0;
+
+	/* DSNs owed go out before anything new starts (a quiet message) */
+	if (m->npreset == 0 && m->remote_out == 0) {
+		int r = sched_dsn_start(s, m, now, &wake);
+		if (r > 0)
+			return 0; /* the DSN job's return runs another pass */
+		dsn_owed = r < 0 || sched_msg_dsn_pending(m);
+	} else {
+		dsn_owed = 1;
+	}
 
 	/* remote outcomes reported since the last job are recorded first */
 	if (m->npreset) {
@@ -608,7 +1137,7 @@ static time_t sched_msg_dispatch(struct sched *s, struct sched_msg *m, time_t no
 		s->remote_fn(s->remote_arg, s, e, remote_idx, nremote);
 	}
 	free(remote_idx);
-	if (j == NULL && m->remote_out == 0 && m->npreset == 0 && sched_msg_all_final(m))
+	if (j == NULL && m->remote_out == 0 && m->npreset == 0 && !dsn_owed && sched_msg_all_final(m))
 		j = sched_job_new(s, m); /* nothing left: a job only to remove it */
 	if (j) {
 		int others_pending = m->remote_out > 0 || m->npreset > 0;
@@ -622,7 +1151,8 @@ static time_t sched_msg_dispatch(struct sched *s, struct sched_msg *m, time_t no
 			if (!in_job)
 				others_pending = 1;
 		}
-		j->remove_when_final = !others_pending;
+		/* a DSN still owed keeps the message until it is queued */
+		j->remove_when_final = !others_pending && !dsn_owed && !sched_msg_dsn_pending(m);
 		sched_job_submit(s, j);
 	}
 	return wake;
@@ -727,7 +1257,7 @@ void sched_remote_done(struct sched *s, const char *qid, size_t idx, enum sched_
 	m->inflight[idx] = SCHED_INFLIGHT_JOB;
 	m->remote_out--;
 	if (m->deleted) {
-		if (m->remote_out == 0 && !m->busy)
+		if (m->remote_out == 0 && !m->busy && !m->dsn_out)
 			sched_msg_finish(s, m, 0, "deleted");
 		return;
 	}
@@ -755,6 +1285,7 @@ void sched_submit(struct sched *s, const struct envelope *env)
 	struct sched_msg *m = xcalloc(1, sizeof(*m));
 	env_copy(&m->env, env);
 	m->inflight = xcalloc(env->nrcpts ? env->nrcpts : 1, 1);
+	m->dsn = xcalloc(env->nrcpts ? env->nrcpts : 1, 1);
 	sched_msg_insert(s, m);
 	sched_kick(s);
 }
@@ -766,6 +1297,9 @@ static void sched_recover_found(void *arg, struct envelope *env)
 	for (size_t i = 0; i < env->nrcpts; i++)
 		env->rcpts[i].next_attempt = 0;
 	sched_submit(s, env);
+	struct sched_msg *m = sched_msg_find(s, env->qid);
+	if (m)
+		m->recovered = 1;
 }
 
 int sched_recover(struct sched *s, char *err, size_t errlen)
@@ -815,8 +1349,8 @@ int sched_delete(struct sched *s, const char *qid, char *err, size_t errlen)
 		snprintf(err, errlen, "no such message: %s", qid);
 		return -1;
 	}
-	if (m->busy || m->remote_out) {
-		/* a worker or the remote client holds it: finish on return */
+	if (m->busy || m->remote_out || m->dsn_out) {
+		/* a worker, the remote client or a DSN commit holds it: finish on return */
 		m->deleted = 1;
 		return 0;
 	}
@@ -1038,9 +1572,9 @@ void sched_stats(struct sched *s, struct strbuf *out)
 	}
 	strbuf_addf(out,
 		    "queued=%zu held=%zu pending_rcpts=%zu running=%zu workers=%zu delivered=%llu "
-		    "deferred=%llu failed=%llu expired=%llu removed=%llu\n",
+		    "deferred=%llu failed=%llu expired=%llu removed=%llu bounces=%llu\n",
 		    sched_pending(s), held, rcpts, s->jobs_out, s->nthreads, s->n_delivered, s->n_deferred,
-		    s->n_failed, s->n_expired, s->n_removed);
+		    s->n_failed, s->n_expired, s->n_removed, s->n_bounces);
 }
 
 void sched_drain(struct sched *s)
@@ -1079,6 +1613,11 @@ void sched_free(struct sched *s)
 	if (s == NULL)
 		return;
 	sched_drain(s);
+	/* commits still in flight finish in queue_close: their callbacks
+	 * must not reach back into a freed scheduler */
+	for (struct sched_dsn_commit *c = s->commits; c; c = c->next)
+		c->s = NULL;
+	s->commits = NULL;
 	while (s->head)
 		sched_msg_free(s, s->head);
 	event_free(s->ev_done);

@@ -10,6 +10,18 @@
  * failures are retried with exponential backoff (retry_min doubling to
  * retry_max); a message whose recipients are all final leaves the queue.
  *
+ * Delivery status notifications (RFC 3464, composed by deliver/bounce.h):
+ * recipients that failed (permanently, or by expiry after queue_lifetime:
+ * status 4.4.7) get one bounce per round to the sender, unless NOTIFY
+ * excludes FAILURE; a message from <> that fails is never bounced: the
+ * postmaster (conf postmaster, default postmaster@hostname) gets one
+ * notice, and a failure of that is only logged (event=bounce_suppressed).
+ * Local deliveries with NOTIFY=SUCCESS get a "delivered" report; pending
+ * recipients older than delay_warning (0 = off) get one delay warning
+ * when NOTIFY is absent or includes DELAY. Each DSN is a new queued
+ * message from <>, logged as event=bounce qid= bounce_qid= to= nrcpt=,
+ * and is durable before the original leaves the queue.
+ *
  * Exports:
  *   sched_new/sched_free     the scheduler, its timers and worker threads
  *   sched_submit             a newly committed message (envelope copied)
@@ -61,7 +73,7 @@ void sched_list(struct sched *s, struct strbuf *out);
 int sched_show(struct sched *s, const char *qid, struct strbuf *out, char *err, size_t errlen);
 size_t sched_pending(const struct sched *s);
 void sched_drain(struct sched *s);
-/* sched_stats - "key=value" counters, one line */
+/* sched_stats - "key=value" counters, one line (bounces= counts DSNs queued) */
 void sched_stats(struct sched *s, struct strbuf *out);
 /* sched_has - 1 when the message is in the scheduler (and not deleted) */
 int sched_has(const struct sched *s, const char *qid);

@@ -69,6 +69,18 @@ static const struct smtp_reply_def table[SMTP_R_COUNT] = {
 	[SMTP_R_TLS_READY] = {220, "2.0.0", "Ready to start TLS"},
 	[SMTP_R_TLS_UNAVAILABLE] = {454, "4.7.0", "TLS not available due to temporary reason"},
 	[SMTP_R_AUTH_REQUIRED] = {530, "5.7.0", "Authentication required"},
+	[SMTP_R_AUTH_OK] = {235, "2.7.0", "Authentication successful"},
+	[SMTP_R_AUTH_CHALLENGE] = {334, NULL, "%s"},
+	[SMTP_R_AUTH_INVALID] = {535, "5.7.8", "Authentication credentials invalid"},
+	[SMTP_R_AUTH_ENCRYPT] = {538, "5.7.11", "Encryption required for requested authentication mechanism"},
+	[SMTP_R_AUTH_MECH] = {504, "5.5.4", "Unrecognized authentication type"},
+	[SMTP_R_AUTH_CANCELLED] = {501, "5.0.0", "Authentication cancelled"},
+	[SMTP_R_AUTH_BAD_RESPONSE] = {501, "5.5.2", "Cannot decode response"},
+	[SMTP_R_AUTH_LINE_TOO_LONG] = {500, "5.5.6", "Authentication exchange line is too long"},
+	[SMTP_R_AUTH_TEMPFAIL] = {454, "4.7.0", "Temporary authentication failure"},
+	[SMTP_R_AUTH_LOCKED] = {421, "4.7.0", "Too many authentication failures, closing connection"},
+	[SMTP_R_SENDER_NOT_OWNED] = {553, "5.7.1", "Sender address rejected: not owned by user %s"},
+	[SMTP_R_RATE_LIMIT] = {450, "4.7.1", "Rate limit exceeded, try again later"},
 };
 
 static const char *const names[SMTP_R_COUNT] = {
@@ -90,6 +102,13 @@ static const char *const names[SMTP_R_COUNT] = {
 	[SMTP_R_UTF8_REQUIRED] = "utf8_required", [SMTP_R_BODY_UNSUPPORTED] = "body_unsupported",
 	[SMTP_R_BDAT_NEEDS_BINARY] = "bdat_needs_binary", [SMTP_R_TLS_READY] = "tls_ready",
 	[SMTP_R_TLS_UNAVAILABLE] = "tls_unavailable", [SMTP_R_AUTH_REQUIRED] = "auth_required",
+	[SMTP_R_AUTH_OK] = "auth_ok", [SMTP_R_AUTH_CHALLENGE] = "auth_challenge",
+	[SMTP_R_AUTH_INVALID] = "auth_invalid", [SMTP_R_AUTH_ENCRYPT] = "auth_encrypt",
+	[SMTP_R_AUTH_MECH] = "auth_mech", [SMTP_R_AUTH_CANCELLED] = "auth_cancelled",
+	[SMTP_R_AUTH_BAD_RESPONSE] = "auth_bad_response",
+	[SMTP_R_AUTH_LINE_TOO_LONG] = "auth_line_too_long", [SMTP_R_AUTH_TEMPFAIL] = "auth_tempfail",
+	[SMTP_R_AUTH_LOCKED] = "auth_locked", [SMTP_R_SENDER_NOT_OWNED] = "sender_not_owned",
+	[SMTP_R_RATE_LIMIT] = "rate_limit",
 };
 
 static const struct smtp_reply_def internal_error = {451, "4.3.0", "Internal error"};

@@ -66,6 +66,19 @@ enum smtp_reply_id {
 	SMTP_R_TLS_READY,         /* 220 2.0.0 Ready to start TLS */
 	SMTP_R_TLS_UNAVAILABLE,   /* 454 4.7.0 TLS not available */
 	SMTP_R_AUTH_REQUIRED,     /* 530 5.7.0 Authentication required */
+	/* SMTP AUTH (RFC 4954 4, 6; RFC 5248) and submission policy (RFC 6409) */
+	SMTP_R_AUTH_OK,           /* 235 2.7.0 Authentication successful */
+	SMTP_R_AUTH_CHALLENGE,    /* 334 %s (base64 challenge, may be empty) */
+	SMTP_R_AUTH_INVALID,      /* 535 5.7.8 Authentication credentials invalid */
+	SMTP_R_AUTH_ENCRYPT,      /* 538 5.7.11 Encryption required for requested authentication mechanism */
+	SMTP_R_AUTH_MECH,         /* 504 5.5.4 Unrecognized authentication type */
+	SMTP_R_AUTH_CANCELLED,    /* 501 5.0.0 Authentication cancelled */
+	SMTP_R_AUTH_BAD_RESPONSE, /* 501 5.5.2 Cannot decode response */
+	SMTP_R_AUTH_LINE_TOO_LONG, /* 500 5.5.6 Authentication exchange line is too long */
+	SMTP_R_AUTH_TEMPFAIL,     /* 454 4.7.0 Temporary authentication failure */
+	SMTP_R_AUTH_LOCKED,       /* 421 4.7.0 Too many authentication failures */
+	SMTP_R_SENDER_NOT_OWNED,  /* 553 5.7.1 Sender address rejected: not owned by user %s */
+	SMTP_R_RATE_LIMIT,        /* 450 4.7.1 Rate limit exceeded, try again later */
 	SMTP_R_COUNT              /* keep last */
 };
 

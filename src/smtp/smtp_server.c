@@ -12,6 +12,9 @@
  *   smtp_session_shutdown        the server is stopping: 421 4.3.2
  *   smtp_session_commit_done     completion of ops->msg_commit
  *   smtp_session_tls_done        the STARTTLS handshake completed
+ *   smtp_session_auth_done       completion of ops->auth_check
+ *   smtp_session_auth_user       the authenticated account
+ *   smtp_auth_result_str         name of an auth outcome, for logs
  *   smtp_session_wants_input     0 while a commit is in flight or once closing
  *   smtp_session_timeout_secs    data_timeout inside DATA/BDAT, else command_timeout
  *   smtp_session_closed          ops->close has been called
@@ -37,6 +40,15 @@
  * A commit in flight is never abandoned: eof, timeout and shutdown during
  * it are remembered and acted on in smtp_session_commit_done, after the
  * real outcome (250 or 4xx) has been replied and the message handed on.
+ * An auth check in flight is waited for the same way (smtp_session_auth_done),
+ * so the daemon never has a check outstanding on a closed session.
+ *
+ * AUTH (RFC 4954): the command is a verb row (smtp_server_verbs.c); its
+ * response lines are read here in SMTP_STATE_AUTH with their own cap
+ * (SMTP_AUTH_LINE_MAX, 500 5.5.6 beyond). Every input octet that carried
+ * credentials (the AUTH line with an initial response, each response line)
+ * is wiped from the input buffer once handled, so a password never lingers
+ * in session memory.
  *
  * Trusts: nothing from the client. The HELO name, addresses and parameter
  * values are checked or sanitised before they reach a reply, a log line,
@@ -44,7 +56,8 @@
  * Implements: RFC 5321 (4.1.1 commands, 4.1.4 order, 4.3.2 replies, 4.4
  * Received, 4.5.2 transparency via smtp_parse, 4.5.3 limits), RFC 1869,
  * RFC 1652, RFC 1870, RFC 2920, RFC 3030, RFC 2034/3463, RFC 3461 (NOTIFY,
- * ORCPT, RET, ENVID), RFC 3848 (with-protocol types), RFC 6531.
+ * ORCPT, RET, ENVID), RFC 3848 (with-protocol types), RFC 6531, RFC 4954
+ * (AUTH response lines, 4 and 5.5.6).
  */
 #include "smtp/smtp_server.h"
 
@@ -56,6 +69,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <openssl/crypto.h>
+
 #include "core/buf.h"
 #include "core/log.h"
 #include "core/str.h"
@@ -66,7 +81,7 @@ static const char *const smtp_state_names[] = {
 	[SMTP_STATE_INIT] = "init",     [SMTP_STATE_GREETED] = "greeted", [SMTP_STATE_READY] = "ready",
 	[SMTP_STATE_MAIL] = "mail",     [SMTP_STATE_RCPT] = "rcpt",       [SMTP_STATE_DATA] = "data",
 	[SMTP_STATE_BDAT] = "bdat",     [SMTP_STATE_COMMIT] = "commit",   [SMTP_STATE_TLS] = "starttls",
-	[SMTP_STATE_CLOSED] = "closed",
+	[SMTP_STATE_AUTH] = "auth",     [SMTP_STATE_AUTH_WAIT] = "auth-wait", [SMTP_STATE_CLOSED] = "closed",
 };
 
 /* smtp_state_name - name of a state for logs */
@@ -87,6 +102,24 @@ const char *smtp_listener_kind_str(enum smtp_listener_kind k)
 	case SMTP_LISTENER_SUBMISSIONS: return "submissions";
 	}
 	return "unknown";
+}
+
+/* smtp_auth_result_str - name of an smtp_session_auth_done outcome */
+const char *smtp_auth_result_str(int ok)
+{
+	switch (ok) {
+	case SMTP_AUTH_OK: return "ok";
+	case SMTP_AUTH_FAIL: return "failed";
+	case SMTP_AUTH_LOCKED: return "locked";
+	case SMTP_AUTH_TEMPFAIL: return "tempfail";
+	}
+	return "tempfail";
+}
+
+/* smtp_server_waiting - a commit or an auth check is in flight */
+int smtp_server_waiting(const struct smtp_session *s)
+{
+	return s->state == SMTP_STATE_COMMIT || s->state == SMTP_STATE_AUTH_WAIT;
 }
 
 /* smtp_server_dup - strdup that keeps NULL; *failed set on allocation failure */
@@ -290,8 +323,14 @@ static void smtp_received_format(const struct smtp_session *s, struct strbuf *sb
 	const char *h = s->conf->hostname ? s->conf->hostname : "localhost";
 	smtp_server_sanitise(host, sizeof(host), h, strlen(h));
 
-	strbuf_addf(sb, "Received: from %s (%s [%s%s])\r\n", s->helo ? s->helo : "unknown", name,
-		    strchr(addr, ':') ? "IPv6:" : "", addr);
+	if (s->hide_client && s->auth_user != NULL)
+		/* privacy for authenticated submission: the user's address and
+		 * reverse name stay out of the message (Postfix's
+		 * smtpd_sasl_authenticated_header off plus header_checks) */
+		strbuf_addf(sb, "Received: from %s (authenticated)\r\n", s->helo ? s->helo : "unknown");
+	else
+		strbuf_addf(sb, "Received: from %s (%s [%s%s])\r\n", s->helo ? s->helo : "unknown", name,
+			    strchr(addr, ':') ? "IPv6:" : "", addr);
 	strbuf_addf(sb, "\tby %s (Tern) with %s id %s", host, smtp_server_received_proto(s), s->env.qid);
 	if (s->nrcpt == 1 && s->first_rcpt && header_safe(s->first_rcpt))
 		strbuf_addf(sb, "\r\n\tfor <%s>; ", s->first_rcpt);
@@ -512,11 +551,24 @@ static void session_chunk_step(struct smtp_session *s)
 		smtp_server_chunk_end(s);
 }
 
+/* session_wipe - cleanse n input octets just handled (they carried
+ * credentials) and every octet of the buffer outside the unread part:
+ * compaction may have left older copies of them there */
+static void session_wipe(struct smtp_session *s, char *p, size_t n)
+{
+	OPENSSL_cleanse(p, n);
+	buf_consume(&s->in, n);
+	if (s->in.start > 0)
+		OPENSSL_cleanse(s->in.data, s->in.start);
+	if (s->in.cap > s->in.end)
+		OPENSSL_cleanse(s->in.data + s->in.end, s->in.cap - s->in.end);
+}
+
 /* session_line_step - one command line, or the reply to a bad one; 0 when
  * more input is needed */
 static int session_line_step(struct smtp_session *s)
 {
-	const char *p = buf_head(&s->in);
+	char *p = buf_head(&s->in);
 	size_t n = buf_len(&s->in);
 	if (s->discard_line) {
 		/* the rest of an over-long line: skip to its end, replied already */
@@ -535,7 +587,13 @@ static int session_line_step(struct smtp_session *s)
 	case SMTP_LINE_OK:
 		smtp_server_command(s, p, line_len);
 		/* p stays valid until consumed: the command never touches s->in */
-		buf_consume(&s->in, consumed);
+		if (s->wipe_line) {
+			/* "AUTH PLAIN <initial response>" carried a password */
+			s->wipe_line = 0;
+			session_wipe(s, p, consumed);
+		} else {
+			buf_consume(&s->in, consumed);
+		}
 		if (s->state == SMTP_STATE_TLS)
 			buf_reset(&s->in); /* plaintext after STARTTLS: dropped */
 		return 1;
@@ -560,6 +618,43 @@ static int session_line_step(struct smtp_session *s)
 	return 0;
 }
 
+/* session_auth_step - one AUTH response line (SMTP_STATE_AUTH); 0 when
+ * more input is needed. The line is wiped once handled: it holds secrets */
+static int session_auth_step(struct smtp_session *s)
+{
+	char *p = buf_head(&s->in);
+	size_t n = buf_len(&s->in);
+	size_t max = (size_t)SMTP_AUTH_LINE_MAX + 2; /* with its CRLF */
+	char *lf = memchr(p, '\n', n < max ? n : max);
+	if (lf == NULL) {
+		/* still possible: up to the limit, or exactly at it with the CR
+		 * of the CRLF already here */
+		if (n < max - 1 || (n == max - 1 && p[n - 1] == '\r'))
+			return 0;
+		/* RFC 4954 4: 500 5.5.6; the rest of the line is skipped as
+		 * any over-long line, and the exchange is over */
+		session_wipe(s, p, n);
+		s->discard_line = 1;
+		smtp_server_auth_log(s, "line_too_long");
+		smtp_server_auth_end(s);
+		smtp_server_reply(s, SMTP_R_AUTH_LINE_TOO_LONG, NULL);
+		return 1;
+	}
+	size_t consumed = (size_t)(lf - p) + 1;
+	size_t len = consumed - 1;
+	if (len == 0 || p[len - 1] != '\r') {
+		/* a bare LF ends no line (RFC 5321 2.3.8): refuse, end the exchange */
+		session_wipe(s, p, consumed);
+		smtp_server_auth_log(s, "bare_lf");
+		smtp_server_auth_end(s);
+		smtp_server_reply(s, SMTP_R_BARE_LF, NULL);
+		return 1;
+	}
+	smtp_server_auth_response(s, p, len - 1);
+	session_wipe(s, p, consumed);
+	return 1;
+}
+
 /* session_errors_check - too many errors: 421 and close */
 static void session_errors_check(struct smtp_session *s)
 {
@@ -582,14 +677,16 @@ static void session_process(struct smtp_session *s)
 			buf_reset(&s->in);
 			return;
 		}
-		if (s->state == SMTP_STATE_COMMIT || s->state == SMTP_STATE_INIT ||
-		    s->state == SMTP_STATE_TLS)
+		if (smtp_server_waiting(s) || s->state == SMTP_STATE_INIT || s->state == SMTP_STATE_TLS)
 			return;
 		if (s->chunk_active)
 			session_chunk_step(s);
 		else if (s->state == SMTP_STATE_DATA)
 			session_data_step(s);
-		else if (!session_line_step(s))
+		else if (s->state == SMTP_STATE_AUTH) {
+			if (!session_auth_step(s))
+				return;
+		} else if (!session_line_step(s))
 			return;
 		session_errors_check(s);
 	}
@@ -623,6 +720,7 @@ struct smtp_session *smtp_session_new(const struct conf *conf, const struct smtp
 	s->trusted = info->trusted;
 	s->tls = info->tls;
 	s->tls_available = info->tls_available;
+	s->hide_client = info->hide_client;
 	s->state = SMTP_STATE_INIT;
 	s->pending_close = SMTP_R_NONE;
 	s->chunk_err = SMTP_R_NONE;
@@ -649,10 +747,18 @@ void smtp_session_free(struct smtp_session *s)
 		smtp_server_log_start(s, &l, LOG_LEVEL_CRIT, "session_free_during_commit");
 		log_end(&l);
 	}
+	if (s->state == SMTP_STATE_AUTH_WAIT) {
+		struct log_line l;
+		smtp_server_log_start(s, &l, LOG_LEVEL_CRIT, "session_free_during_auth");
+		log_end(&l);
+	}
+	smtp_server_auth_end(s);
 	if (s->qf)
 		s->ops->msg_abort(s->ctx, s->qf);
 	s->qf = NULL;
 	env_free(&s->env);
+	if (s->in.data)
+		OPENSSL_cleanse(s->in.data, s->in.cap);
 	buf_free(&s->in);
 	strbuf_free(&s->out);
 	free(s->first_rcpt);
@@ -703,9 +809,10 @@ void smtp_session_input(struct smtp_session *s, const char *p, size_t n)
 	while (n > 0 && s->state != SMTP_STATE_CLOSED && s->state != SMTP_STATE_TLS) {
 		size_t room = s->in.cap - buf_len(&s->in);
 		if (room == 0) {
-			/* only while waiting (a commit, or the greeting not sent):
-			 * the caller should have stopped reading (wants_input) */
-			if (s->state == SMTP_STATE_COMMIT) {
+			/* only while waiting (a commit, an auth check, or the
+			 * greeting not sent): the caller should have stopped
+			 * reading (wants_input) */
+			if (smtp_server_waiting(s)) {
 				if (s->pending_close == SMTP_R_NONE)
 					s->pending_close = SMTP_R_NO_MEMORY;
 				s->eof = 1; /* ignore the rest */
@@ -729,8 +836,9 @@ void smtp_session_eof(struct smtp_session *s)
 	s->depth++;
 	s->eof = 1;
 	/* during a commit the outcome is still wanted: the message is handed
-	 * on (msg_accepted) in commit_done, which then closes */
-	if (s->state != SMTP_STATE_COMMIT)
+	 * on (msg_accepted) in commit_done, which then closes; an auth check
+	 * is waited for the same way (auth_done closes) */
+	if (!smtp_server_waiting(s))
 		session_eof_act(s);
 	s->depth--;
 	session_finish(s);
@@ -742,7 +850,7 @@ static void session_end_with(struct smtp_session *s, enum smtp_reply_id id, cons
 	if (s->state == SMTP_STATE_CLOSED)
 		return;
 	s->depth++;
-	if (s->state == SMTP_STATE_COMMIT) {
+	if (smtp_server_waiting(s)) {
 		s->pending_close = id;
 		s->close_reason = reason;
 	} else {
@@ -765,6 +873,27 @@ void smtp_session_timeout(struct smtp_session *s)
 void smtp_session_shutdown(struct smtp_session *s)
 {
 	session_end_with(s, SMTP_R_SHUTDOWN, "shutdown");
+}
+
+/* session_resume - after a commit or an auth check: a close that waited
+ * for it, the error limit, then (called from outside) the held input */
+static void session_resume(struct smtp_session *s)
+{
+	if (s->pending_close != SMTP_R_NONE && s->state != SMTP_STATE_CLOSED) {
+		smtp_server_reply(s, s->pending_close, NULL);
+		smtp_server_close(s, s->close_reason ? s->close_reason : "closing");
+	}
+	session_errors_check(s);
+	s->depth--;
+	if (s->depth == 0) {
+		/* called from outside: resume the pipelined input we held */
+		s->depth++;
+		session_process(s);
+		if (s->eof && !smtp_server_waiting(s))
+			session_eof_act(s);
+		s->depth--;
+		session_finish(s);
+	}
 }
 
 void smtp_session_commit_done(struct smtp_session *s, int status, int err_no, const char *reason)
@@ -799,21 +928,7 @@ void smtp_session_commit_done(struct smtp_session *s, int status, int err_no, co
 		smtp_server_reply(s, write_error_reply(err_no), NULL);
 	}
 	smtp_server_txn_abort(s); /* qf is NULL: only the envelope is reset */
-	if (s->pending_close != SMTP_R_NONE) {
-		smtp_server_reply(s, s->pending_close, NULL);
-		smtp_server_close(s, s->close_reason ? s->close_reason : "closing");
-	}
-	session_errors_check(s);
-	s->depth--;
-	if (s->depth == 0) {
-		/* called from outside: resume the pipelined input we held */
-		s->depth++;
-		session_process(s);
-		if (s->eof && s->state != SMTP_STATE_COMMIT)
-			session_eof_act(s);
-		s->depth--;
-		session_finish(s);
-	}
+	session_resume(s);
 }
 
 void smtp_session_tls_done(struct smtp_session *s, const char *tls_desc)
@@ -825,6 +940,8 @@ void smtp_session_tls_done(struct smtp_session *s, const char *tls_desc)
 	/* RFC 3207 4.2: forget everything learnt before the handshake */
 	free(s->helo);
 	s->helo = NULL;
+	free(s->auth_user);
+	s->auth_user = NULL;
 	s->esmtp = 0;
 	s->state = SMTP_STATE_GREETED;
 	smtp_server_txn_abort(s);
@@ -839,9 +956,63 @@ void smtp_session_tls_done(struct smtp_session *s, const char *tls_desc)
 	session_finish(s);
 }
 
+/* account_usable - an account name from the daemon that may go into the
+ * envelope and logs: printable ASCII or UTF-8, no controls, not too long */
+static int account_usable(const char *a)
+{
+	size_t n = 0;
+	for (; a[n]; n++)
+		if ((unsigned char)a[n] < 0x21 || a[n] == 0x7f || n >= SMTP_PATH_MAX)
+			return 0;
+	return n > 0;
+}
+
+void smtp_session_auth_done(struct smtp_session *s, int ok, const char *account)
+{
+	if (s->state != SMTP_STATE_AUTH_WAIT) {
+		struct log_line l;
+		smtp_server_log_start(s, &l, LOG_LEVEL_CRIT, "auth_done_unexpected");
+		log_kv(&l, "state", smtp_session_state_str(s));
+		log_end(&l);
+		return;
+	}
+	s->depth++;
+	s->state = s->helo ? SMTP_STATE_READY : SMTP_STATE_GREETED;
+	if (ok == SMTP_AUTH_OK) {
+		const char *acct = account && account_usable(account) ? account : s->auth_name;
+		char *a = acct && account_usable(acct) ? strdup(acct) : NULL;
+		if (a == NULL) {
+			smtp_server_auth_log(s, "tempfail");
+			smtp_server_reply(s, SMTP_R_AUTH_TEMPFAIL, NULL);
+		} else {
+			free(s->auth_user);
+			s->auth_user = a;
+			smtp_server_auth_log(s, "ok");
+			smtp_server_reply(s, SMTP_R_AUTH_OK, NULL);
+		}
+	} else if (ok == SMTP_AUTH_FAIL) {
+		smtp_server_auth_log(s, "failed");
+		smtp_server_reply(s, SMTP_R_AUTH_INVALID, NULL);
+	} else if (ok == SMTP_AUTH_LOCKED) {
+		smtp_server_auth_log(s, "locked");
+		smtp_server_reply(s, SMTP_R_AUTH_LOCKED, NULL);
+		smtp_server_close(s, "auth_locked");
+	} else {
+		smtp_server_auth_log(s, "tempfail");
+		smtp_server_reply(s, SMTP_R_AUTH_TEMPFAIL, NULL);
+	}
+	smtp_server_auth_end(s);
+	session_resume(s);
+}
+
+const char *smtp_session_auth_user(const struct smtp_session *s)
+{
+	return s->auth_user;
+}
+
 int smtp_session_wants_input(const struct smtp_session *s)
 {
-	return s->state != SMTP_STATE_CLOSED && s->state != SMTP_STATE_COMMIT &&
+	return s->state != SMTP_STATE_CLOSED && !smtp_server_waiting(s) &&
 	       s->state != SMTP_STATE_TLS && !s->eof &&
 	       buf_len(&s->in) < s->in.cap;
 }

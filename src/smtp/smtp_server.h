@@ -22,6 +22,8 @@
  *   smtp_session_shutdown        the server is stopping: 421 and close
  *   smtp_session_commit_done     completion of ops->msg_commit
  *   smtp_session_tls_done        the STARTTLS handshake completed
+ *   smtp_session_auth_done       completion of ops->auth_check (AUTH)
+ *   smtp_session_auth_user       the authenticated account, or NULL
  *   smtp_session_wants_input     0 while waiting or closing
  *   smtp_session_timeout_secs    the idle timeout that applies now
  *   smtp_session_state_str       for logs
@@ -31,7 +33,9 @@
  * RFC 1652 (8BITMIME), RFC 1870 (SIZE), RFC 2920, RFC 3030 (CHUNKING,
  * BINARYMIME), RFC 2034 / RFC 3463 (enhanced codes), RFC 6531 (SMTPUTF8),
  * RFC 3461 parameters (NOTIFY, ORCPT, RET, ENVID) as parsed values,
- * RFC 3207 (STARTTLS: the session side; the handshake is the caller's).
+ * RFC 3207 (STARTTLS: the session side; the handshake is the caller's),
+ * RFC 4954 (AUTH; PLAIN per RFC 4616 and LOGIN, only under TLS), RFC 6409
+ * (submission: AUTH before MAIL, sender ownership), RFC 3848.
  */
 #ifndef TERN_SMTP_SMTP_SERVER_H
 #define TERN_SMTP_SMTP_SERVER_H
@@ -50,6 +54,9 @@ struct smtp_session;
 #define SMTP_HELO_MAX 255    /* octets of the HELO/EHLO name kept */
 #define SMTP_ENVID_MAX 100   /* RFC 3461 4.4 */
 #define SMTP_ORCPT_MAX 500   /* RFC 3461 4.2 (xtext, generous) */
+/* RFC 4954 4: longest AUTH response line accepted, CRLF not counted;
+ * longer ones get 500 5.5.6 (fits SMTP_SESSION_INPUT_MAX) */
+#define SMTP_AUTH_LINE_MAX 12288
 
 enum smtp_listener_kind {
 	SMTP_LISTENER_MX,          /* port 25 */
@@ -66,6 +73,9 @@ struct smtp_client_info {
 	int tls;              /* session already under TLS (implicit TLS port) */
 	int tls_available;    /* a certificate is loaded: STARTTLS may be offered */
 	const char *session_id; /* for logs */
+	int hide_client;      /* privacy: once the client has authenticated, the
+			       * Received header names only its HELO, not its
+			       * address or reverse name */
 };
 
 /* outcome of a recipient check */
@@ -75,6 +85,24 @@ enum smtp_rcpt_verdict {
 	SMTP_RCPT_RELAY_DENIED,  /* 554 5.7.1 */
 	SMTP_RCPT_TEMPFAIL,      /* 451 4.3.0 e.g. alias loop / lookup trouble */
 };
+
+/*
+ * Outcome of ops->auth_check, passed to smtp_session_auth_done as `ok`:
+ *   SMTP_AUTH_OK        1: 235 2.7.0; the session is authenticated as
+ *                          `account` (canonical "local@domain")
+ *   SMTP_AUTH_FAIL      0: 535 5.7.8 (counts towards max_errors)
+ *   SMTP_AUTH_LOCKED   -1: the client is locked out after too many
+ *                          failures: 421 4.7.0 and close
+ *   SMTP_AUTH_TEMPFAIL -2: 454 4.7.0 (the check could not be done); any
+ *                          other value is taken as this
+ */
+enum smtp_auth_result {
+	SMTP_AUTH_TEMPFAIL = -2,
+	SMTP_AUTH_LOCKED = -1,
+	SMTP_AUTH_FAIL = 0,
+	SMTP_AUTH_OK = 1,
+};
+const char *smtp_auth_result_str(int ok);
 
 struct smtp_server_ops {
 	/* write - send reply bytes to the client (one call per batch) */
@@ -102,6 +130,25 @@ struct smtp_server_ops {
 	 * send the batch, then start the TLS handshake on the socket and call
 	 * smtp_session_tls_done when it completes. NULL: STARTTLS not offered */
 	void (*starttls)(void *ctx);
+	/* auth_check - verify AUTH credentials (PLAIN or LOGIN) and call
+	 * smtp_session_auth_done exactly once, later or from within. user is
+	 * the authentication identity as the client sent it (any octets but
+	 * NUL, at most 255); password is valid only during the call (the
+	 * session wipes it right after: copy it if the check runs
+	 * elsewhere, and wipe the copy). Per-address failure counting and
+	 * lockout are the implementation's (SMTP_AUTH_LOCKED). While the check
+	 * is in flight the session reads nothing (wants_input 0) and is not
+	 * to be freed. NULL: AUTH is not offered (502). */
+	void (*auth_check)(void *ctx, const char *user, const char *password, struct smtp_session *s);
+	/* sender_check - 1 if the authenticated account may use `from` as
+	 * MAIL FROM, else 0 (553 5.7.1). Asked only of authenticated sessions
+	 * and never for the null sender <>. NULL: no ownership rule */
+	int (*sender_check)(void *ctx, const char *account, const struct smtp_path *from);
+	/* rate_check - at each MAIL that passed every other check: 0 go on,
+	 * 1 over the limit (450 4.7.1). account is the authenticated account
+	 * or NULL (the implementation may count per client address then).
+	 * NULL: no limit */
+	int (*rate_check)(void *ctx, const char *account);
 };
 
 /*
@@ -121,6 +168,15 @@ struct smtp_server_ops {
  *   smtp_session_shutdown on every session, keeps its loop running, and
  *   frees each session when smtp_session_closed() turns 1. With a
  *   synchronous queue a commit is never in flight between calls.
+ * - An auth check in flight (ops->auth_check called, smtp_session_auth_done
+ *   not yet) is treated like a commit: wants_input is 0, and eof, timeout
+ *   and shutdown are acted on in smtp_session_auth_done. The session is
+ *   never freed while one is in flight.
+ * - AUTH is offered (EHLO "AUTH PLAIN LOGIN") only under TLS (implicit, or
+ *   after STARTTLS) and only when ops->auth_check is set; elsewhere AUTH is
+ *   refused with 538 5.7.11 so no password ever crosses in clear text. On
+ *   submission listeners MAIL needs AUTH first (530 5.7.0). An
+ *   authenticated client may relay (rcpt_check's may_relay).
  * - Limits of 0 in conf (max_errors, max_recipients, max_received_headers,
  *   max_message_size) mean no limit.
  */
@@ -139,6 +195,13 @@ void smtp_session_commit_done(struct smtp_session *s, int status, int err_no, co
  * forgets HELO and any transaction (RFC 3207 4.2) and reads commands again;
  * tls_desc (protocol and cipher, may be NULL) is logged */
 void smtp_session_tls_done(struct smtp_session *s, const char *tls_desc);
+/* smtp_session_auth_done - the outcome of ops->auth_check: ok is an enum
+ * smtp_auth_result value (above); account is the canonical account for
+ * SMTP_AUTH_OK (NULL or unusable: the user name as sent is kept), ignored
+ * otherwise. A call with no check in flight is logged and ignored. */
+void smtp_session_auth_done(struct smtp_session *s, int ok, const char *account);
+/* smtp_session_auth_user - the authenticated account, NULL if none */
+const char *smtp_session_auth_user(const struct smtp_session *s);
 
 int smtp_session_wants_input(const struct smtp_session *s);
 unsigned smtp_session_timeout_secs(const struct smtp_session *s);

@@ -28,8 +28,20 @@ enum smtp_state {
 	SMTP_STATE_BDAT,     /* between BDAT chunks (queue file open) */
 	SMTP_STATE_COMMIT,   /* waiting for smtp_session_commit_done */
 	SMTP_STATE_TLS,      /* 220 to STARTTLS sent, waiting for smtp_session_tls_done */
+	SMTP_STATE_AUTH,     /* 334 sent: the next line is an AUTH response */
+	SMTP_STATE_AUTH_WAIT, /* ops->auth_check called, waiting for smtp_session_auth_done */
 	SMTP_STATE_CLOSED,   /* close requested; input ignored */
 };
+
+/* the SASL mechanisms of AUTH */
+enum smtp_auth_mech {
+	SMTP_AUTH_MECH_NONE,
+	SMTP_AUTH_MECH_PLAIN, /* RFC 4616 */
+	SMTP_AUTH_MECH_LOGIN, /* draft-murchison-sasl-login */
+};
+const char *smtp_auth_mech_str(enum smtp_auth_mech m);
+
+#define SMTP_AUTH_USER_MAX 255 /* octets of an authentication identity */
 
 /* "no reply": a check lets the command proceed */
 #define SMTP_R_NONE SMTP_R_COUNT
@@ -73,6 +85,7 @@ struct smtp_session {
 	int trusted;
 	int tls;
 	int tls_available;
+	int hide_client;
 
 	enum smtp_state state;
 	struct buf in;     /* capped network input */
@@ -86,7 +99,13 @@ struct smtp_session {
 
 	char *helo;        /* sanitised HELO/EHLO argument */
 	int esmtp;
-	char *auth_user;   /* set by a future AUTH proceed */
+	char *auth_user;   /* the authenticated account, NULL before AUTH */
+	/* the AUTH exchange in progress (SMTP_STATE_AUTH / _AUTH_WAIT) */
+	enum smtp_auth_mech auth_mech;
+	int auth_step;     /* LOGIN: 0 username expected, 1 password */
+	char auth_login_user[SMTP_AUTH_USER_MAX + 1];
+	char *auth_name;   /* user name being checked, for logs */
+	int wipe_line;     /* the command line held secrets: cleanse it */
 	unsigned errors;
 	unsigned long ncmds, nmsgs, nrcpts_ok, nrcpts_bad;
 
@@ -130,6 +149,14 @@ enum smtp_reply_id smtp_server_msg_start(struct smtp_session *s);
 void smtp_server_msg_reject(struct smtp_session *s, enum smtp_reply_id id, const char *arg,
 			    const char *why);
 void smtp_server_chunk_end(struct smtp_session *s);
+/* smtp_server_waiting - a commit or an auth check is in flight */
+int smtp_server_waiting(const struct smtp_session *s);
+/* smtp_server_auth_response - one AUTH response line (no CRLF) in SMTP_STATE_AUTH */
+void smtp_server_auth_response(struct smtp_session *s, const char *line, size_t len);
+/* smtp_server_auth_end - leave the AUTH exchange, forget its state */
+void smtp_server_auth_end(struct smtp_session *s);
+/* smtp_server_auth_log - event=auth with the user, mechanism and outcome */
+void smtp_server_auth_log(const struct smtp_session *s, const char *result);
 /* smtp_server_command - parse one command line (no CRLF) and run its row */
 void smtp_server_command(struct smtp_session *s, const char *line, size_t len);
 

@@ -6,13 +6,23 @@
  * complete command line to smtp_server_command.
  *
  * Exports (private, smtp_server_int.h):
- *   smtp_server_command     parse one command line and run its row
+ *   smtp_server_command        parse one command line and run its row
+ *   smtp_server_auth_response  one AUTH response line (after a 334)
+ *   smtp_server_auth_end       leave the AUTH exchange, wipe its state
+ *   smtp_server_auth_log       one event=auth line (never a password)
+ *   smtp_auth_mech_str         mechanism name for logs
  * Trusts: nothing. Every parameter value is checked before it reaches the
- * envelope; the HELO name is sanitised before it is stored.
+ * envelope; the HELO name is sanitised before it is stored. AUTH responses
+ * are decoded strictly (src/auth/sasl.h); passwords are handed to
+ * ops->auth_check and wiped (OPENSSL_cleanse) right after, and never
+ * logged. AUTH is refused outside TLS (538) so no password crosses in
+ * clear text; on submission listeners MAIL needs AUTH first (RFC 6409 4.3).
  * Implements: RFC 5321 4.1.1 (commands), 4.1.4 (order), 3.5.3 (VRFY);
  * RFC 1869 (parameters only after EHLO), RFC 1870 (SIZE), RFC 1652 and
  * RFC 3030 (BODY, BDAT), RFC 6531 (SMTPUTF8), RFC 3461 (RET, ENVID,
- * NOTIFY, ORCPT), RFC 4954 5 (AUTH= accepted), RFC 3207 (STARTTLS).
+ * NOTIFY, ORCPT), RFC 4954 (AUTH; 5: AUTH= accepted), RFC 4616 (PLAIN),
+ * RFC 3207 (STARTTLS), RFC 6409 (submission: 4.3 authentication, 6.1
+ * sender ownership).
  */
 #include <stdint.h>
 #include <stdio.h>
@@ -21,6 +31,9 @@
 #include <time.h>
 #include <inttypes.h>
 
+#include <openssl/crypto.h>
+
+#include "auth/sasl.h"
 #include "core/log.h"
 #include "core/str.h"
 #include "smtp/smtp_server_int.h"
@@ -129,6 +142,12 @@ static int starttls_offered(const struct smtp_session *s)
 	return s->tls_available && !s->tls && s->ops->starttls != NULL;
 }
 
+/* auth_offered - AUTH only under TLS, and only when the daemon can check */
+static int auth_offered(const struct smtp_session *s)
+{
+	return s->tls && s->ops->auth_check != NULL;
+}
+
 /* proceed_helo - HELO/EHLO: reset any transaction, remember the name */
 static void proceed_helo(struct smtp_session *s, const struct smtp_cmd *cmd)
 {
@@ -159,12 +178,14 @@ static void proceed_helo(struct smtp_session *s, const struct smtp_cmd *cmd)
 	}
 	char size_line[48];
 	snprintf(size_line, sizeof(size_line), "SIZE %" PRIu64, s->conf->max_message_size);
-	const char *lines[10] = {host,       "PIPELINING",          size_line,  "8BITMIME",
+	const char *lines[12] = {host,       "PIPELINING",          size_line,  "8BITMIME",
 				 "SMTPUTF8", "ENHANCEDSTATUSCODES", "CHUNKING", "BINARYMIME",
 				 "DSN"};
 	size_t n = 9;
 	if (starttls_offered(s))
 		lines[n++] = "STARTTLS";
+	if (auth_offered(s))
+		lines[n++] = "AUTH PLAIN LOGIN";
 	smtp_reply_add_multi(&s->out, 250, lines, n);
 }
 
@@ -246,6 +267,11 @@ static enum smtp_reply_id check_mail(struct smtp_session *s, const struct smtp_c
 		*arg = "nested MAIL command";
 		return SMTP_R_BAD_SEQUENCE;
 	}
+	/* RFC 6409 4.3: the submission ports take mail from authenticated
+	 * users only, whatever the client address */
+	if ((s->kind == SMTP_LISTENER_SUBMISSION || s->kind == SMTP_LISTENER_SUBMISSIONS) &&
+	    s->auth_user == NULL)
+		return SMTP_R_AUTH_REQUIRED;
 	if (perr != SMTP_PARSE_OK) {
 		*arg = detail && detail[0] ? detail : smtp_parse_error_str(perr);
 		return path_error_reply(cmd->verb, perr);
@@ -259,6 +285,18 @@ static enum smtp_reply_id check_mail(struct smtp_session *s, const struct smtp_c
 		return SMTP_R_SIZE_EXCEEDED;
 	if (cmd->path.utf8 && !s->p.smtputf8)
 		return SMTP_R_UTF8_REQUIRED;
+	/* RFC 6409 6.1: an authenticated user sends only as an address of
+	 * its own, so a stolen or shared login cannot forge other users; the
+	 * null sender (bounces, receipts) is allowed as in Postfix's
+	 * reject_sender_login_mismatch */
+	if (s->auth_user != NULL && !cmd->path.is_null && s->ops->sender_check != NULL &&
+	    !s->ops->sender_check(s->ctx, s->auth_user, &cmd->path)) {
+		*arg = s->auth_user;
+		return SMTP_R_SENDER_NOT_OWNED;
+	}
+	/* last, so only a MAIL that would be accepted counts against the limit */
+	if (s->ops->rate_check != NULL && s->ops->rate_check(s->ctx, s->auth_user) != 0)
+		return SMTP_R_RATE_LIMIT;
 	return SMTP_R_NONE;
 }
 
@@ -580,7 +618,7 @@ static void proceed_help(struct smtp_session *s, const struct smtp_cmd *cmd)
 	smtp_server_reply(s, SMTP_R_HELP, NULL);
 }
 
-/* proceed_not_impl - 502 (EXPN; STARTTLS and AUTH until they get rows) */
+/* proceed_not_impl - 502 (EXPN) */
 static void proceed_not_impl(struct smtp_session *s, const struct smtp_cmd *cmd)
 {
 	smtp_server_reply(s, SMTP_R_NOT_IMPLEMENTED, NULL);
@@ -615,6 +653,226 @@ static void proceed_starttls(struct smtp_session *s, const struct smtp_cmd *cmd)
 	s->ops->starttls(s->ctx);
 }
 
+/* ------------------------------------------------------------------ AUTH */
+
+/* smtp_auth_mech_str - mechanism name for logs */
+const char *smtp_auth_mech_str(enum smtp_auth_mech m)
+{
+	switch (m) {
+	case SMTP_AUTH_MECH_NONE: return "none";
+	case SMTP_AUTH_MECH_PLAIN: return "PLAIN";
+	case SMTP_AUTH_MECH_LOGIN: return "LOGIN";
+	}
+	return "unknown";
+}
+
+/* smtp_server_auth_log - event=auth: user name (as sent) and outcome only */
+void smtp_server_auth_log(const struct smtp_session *s, const char *result)
+{
+	struct log_line l;
+	smtp_server_log_start(s, &l, LOG_LEVEL_INFO, "auth");
+	log_kv(&l, "mech", smtp_auth_mech_str(s->auth_mech));
+	log_kv(&l, "user", s->auth_name ? s->auth_name
+					: s->auth_login_user[0] ? s->auth_login_user : "-");
+	if (s->auth_user != NULL && strcmp(result, "ok") == 0)
+		log_kv(&l, "account", s->auth_user);
+	log_kv(&l, "result", result);
+	log_end(&l);
+}
+
+/* smtp_server_auth_end - leave the exchange; the login name is wiped too */
+void smtp_server_auth_end(struct smtp_session *s)
+{
+	if (s->state == SMTP_STATE_AUTH || s->state == SMTP_STATE_AUTH_WAIT)
+		s->state = s->helo ? SMTP_STATE_READY : SMTP_STATE_GREETED;
+	free(s->auth_name);
+	s->auth_name = NULL;
+	OPENSSL_cleanse(s->auth_login_user, sizeof(s->auth_login_user));
+	s->auth_mech = SMTP_AUTH_MECH_NONE;
+	s->auth_step = 0;
+}
+
+/* auth_fail_here - end the exchange with a reply decided by the session */
+static void auth_fail_here(struct smtp_session *s, enum smtp_reply_id id, const char *why)
+{
+	smtp_server_auth_log(s, why);
+	smtp_server_auth_end(s);
+	smtp_server_reply(s, id, NULL);
+}
+
+/* auth_submit - hand the credentials to the daemon and wait; the caller
+ * wipes password as soon as this returns */
+static void auth_submit(struct smtp_session *s, const char *user, const char *password)
+{
+	free(s->auth_name);
+	s->auth_name = strdup(user);
+	if (s->auth_name == NULL) {
+		smtp_server_auth_end(s);
+		smtp_server_oom(s);
+		return;
+	}
+	s->state = SMTP_STATE_AUTH_WAIT;
+	/* auth_check may call smtp_session_auth_done before it returns: the
+	 * depth counter keeps that inner call from flushing or resuming */
+	s->ops->auth_check(s->ctx, user, password, s);
+}
+
+/* auth_decode - strict base64 of one response into out (cap octets, NUL
+ * added); -1 on bad base64, too long, or (text) an embedded NUL */
+static long auth_decode(const char *p, size_t n, unsigned char *out, size_t cap, int text)
+{
+	long k = sasl_b64_decode(p, n, out, cap - 1);
+	if (k < 0)
+		return -1;
+	out[k] = '\0';
+	if (text && memchr(out, '\0', (size_t)k) != NULL)
+		return -1;
+	return k;
+}
+
+/* auth_plain - RFC 4616 message: authzid NUL authcid NUL passwd */
+static void auth_plain(struct smtp_session *s, const char *p, size_t n)
+{
+	/* three fields of at most 255 octets and two NULs; anything longer
+	 * is malformed, so the buffer never needs to be bigger */
+	unsigned char msg[3 * SASL_FIELD_MAX + 3];
+	struct sasl_plain pl;
+	long k = auth_decode(p, n, msg, sizeof(msg), 0);
+	if (k < 0 || sasl_plain_parse(msg, (size_t)k, &pl) < 0) {
+		OPENSSL_cleanse(msg, sizeof(msg));
+		OPENSSL_cleanse(&pl, sizeof(pl));
+		auth_fail_here(s, SMTP_R_AUTH_BAD_RESPONSE, "malformed");
+		return;
+	}
+	OPENSSL_cleanse(msg, sizeof(msg));
+	/* acting for another identity (authzid) is not supported: it must be
+	 * empty or the authentication identity itself */
+	if (pl.authzid[0] != '\0' && strcmp(pl.authzid, pl.authcid) != 0) {
+		free(s->auth_name);
+		s->auth_name = strdup(pl.authcid);
+		OPENSSL_cleanse(&pl, sizeof(pl));
+		auth_fail_here(s, SMTP_R_AUTH_INVALID, "authzid");
+		return;
+	}
+	auth_submit(s, pl.authcid, pl.passwd);
+	OPENSSL_cleanse(&pl, sizeof(pl));
+}
+
+/* auth_login - LOGIN: a username, then a password, each its own response */
+static void auth_login(struct smtp_session *s, const char *p, size_t n)
+{
+	unsigned char v[SMTP_AUTH_USER_MAX + 1];
+	long k = auth_decode(p, n, v, sizeof(v), 1);
+	if (k <= 0) {
+		OPENSSL_cleanse(v, sizeof(v));
+		auth_fail_here(s, SMTP_R_AUTH_BAD_RESPONSE, "malformed");
+		return;
+	}
+	if (s->auth_step == 0) {
+		memcpy(s->auth_login_user, v, (size_t)k + 1);
+		s->auth_step = 1;
+		s->state = SMTP_STATE_AUTH;
+		smtp_server_reply(s, SMTP_R_AUTH_CHALLENGE, "UGFzc3dvcmQ6"); /* "Password:" */
+		return;
+	}
+	char user[SMTP_AUTH_USER_MAX + 1];
+	memcpy(user, s->auth_login_user, sizeof(user));
+	auth_submit(s, user, (const char *)v);
+	OPENSSL_cleanse(v, sizeof(v));
+	OPENSSL_cleanse(user, sizeof(user));
+}
+
+/* auth_respond - one response (initial or after a 334) to the mechanism */
+static void auth_respond(struct smtp_session *s, const char *p, size_t n)
+{
+	if (s->auth_mech == SMTP_AUTH_MECH_PLAIN)
+		auth_plain(s, p, n);
+	else
+		auth_login(s, p, n);
+}
+
+/* smtp_server_auth_response - a line after 334: "*" cancels (RFC 4954 4) */
+void smtp_server_auth_response(struct smtp_session *s, const char *line, size_t len)
+{
+	s->ncmds++;
+	if (len == 1 && line[0] == '*') {
+		auth_fail_here(s, SMTP_R_AUTH_CANCELLED, "cancelled");
+		return;
+	}
+	auth_respond(s, line, len);
+}
+
+/* check_auth - order, TLS, mechanism; the initial response is checked later */
+static enum smtp_reply_id check_auth(struct smtp_session *s, const struct smtp_cmd *cmd,
+				     enum smtp_parse_error perr, const char *detail, const char **arg)
+{
+	if (s->state == SMTP_STATE_GREETED || !s->esmtp) {
+		*arg = "send EHLO first";
+		return SMTP_R_BAD_SEQUENCE;
+	}
+	if (s->auth_user != NULL) {
+		*arg = "already authenticated"; /* RFC 4954 4 */
+		return SMTP_R_BAD_SEQUENCE;
+	}
+	if (smtp_server_txn_open(s)) {
+		*arg = "AUTH not allowed during a mail transaction";
+		return SMTP_R_BAD_SEQUENCE;
+	}
+	if (s->ops->auth_check == NULL)
+		return SMTP_R_NOT_IMPLEMENTED;
+	/* never ask for a password over a clear-text connection (RFC 4954
+	 * 4, RFC 8314): AUTH is not even advertised there */
+	if (!auth_offered(s))
+		return SMTP_R_AUTH_ENCRYPT;
+	enum smtp_reply_id r = check_syntax(perr, detail, arg);
+	if (r != SMTP_R_NONE)
+		return r;
+	struct slice a = slice_trim(cmd->arg);
+	size_t i = 0;
+	while (i < a.len && a.p[i] != ' ')
+		i++;
+	struct slice mech = {a.p, i};
+	struct slice ir = slice_trim((struct slice){a.p + i, a.len - i});
+	if (str_slice_eq_ci(mech, "PLAIN"))
+		s->auth_mech = SMTP_AUTH_MECH_PLAIN;
+	else if (str_slice_eq_ci(mech, "LOGIN"))
+		s->auth_mech = SMTP_AUTH_MECH_LOGIN;
+	else
+		return SMTP_R_AUTH_MECH;
+	if (memchr(ir.p, ' ', ir.len) != NULL || memchr(ir.p, '\t', ir.len) != NULL) {
+		s->auth_mech = SMTP_AUTH_MECH_NONE;
+		*arg = "AUTH mechanism [initial-response]";
+		return SMTP_R_SYNTAX;
+	}
+	return SMTP_R_NONE;
+}
+
+/* proceed_auth - start the exchange: use the initial response, or 334 */
+static void proceed_auth(struct smtp_session *s, const struct smtp_cmd *cmd)
+{
+	struct slice a = slice_trim(cmd->arg);
+	size_t i = 0;
+	while (i < a.len && a.p[i] != ' ')
+		i++;
+	struct slice ir = slice_trim((struct slice){a.p + i, a.len - i});
+	s->auth_step = 0;
+	s->auth_login_user[0] = '\0';
+	free(s->auth_name);
+	s->auth_name = NULL;
+	if (ir.len > 0) {
+		if (ir.len == 1 && ir.p[0] == '*') {
+			auth_fail_here(s, SMTP_R_AUTH_CANCELLED, "cancelled");
+			return;
+		}
+		auth_respond(s, ir.p, ir.len);
+		return;
+	}
+	s->state = SMTP_STATE_AUTH;
+	/* PLAIN: an empty challenge; LOGIN: "Username:" */
+	smtp_server_reply(s, SMTP_R_AUTH_CHALLENGE,
+			  s->auth_mech == SMTP_AUTH_MECH_PLAIN ? "" : "VXNlcm5hbWU6");
+}
+
 static const struct smtp_verb_row smtp_verb_table[] = {
 	{SMTP_VERB_HELO, check_helo, proceed_helo},
 	{SMTP_VERB_EHLO, check_helo, proceed_helo},
@@ -628,9 +886,8 @@ static const struct smtp_verb_row smtp_verb_table[] = {
 	{SMTP_VERB_VRFY, check_any, proceed_vrfy},
 	{SMTP_VERB_EXPN, check_any, proceed_not_impl},
 	{SMTP_VERB_HELP, check_any, proceed_help},
-	/* AUTH comes later as its own check/proceed row */
 	{SMTP_VERB_STARTTLS, check_starttls, proceed_starttls},
-	{SMTP_VERB_AUTH, check_any, proceed_not_impl},
+	{SMTP_VERB_AUTH, check_auth, proceed_auth},
 };
 
 /* smtp_server_command - parse one command line and run its row */
@@ -641,6 +898,10 @@ void smtp_server_command(struct smtp_session *s, const char *line, size_t len)
 	memset(&cmd, 0, sizeof(cmd));
 	enum smtp_parse_error perr = smtp_parse_command(line, len, &cmd, &detail);
 	s->ncmds++;
+	/* the line may carry an AUTH initial response: the caller wipes it
+	 * from the input buffer, whatever the reply */
+	if (len >= 4 && str_ncasecmp_ascii(line, "AUTH", 4) == 0)
+		s->wipe_line = 1;
 	if (perr == SMTP_PARSE_NUL) {
 		smtp_server_reply(s, SMTP_R_BARE_LF, NULL);
 		return;

@@ -70,8 +70,9 @@ static void rm_rf(const char *path)
 	}
 }
 
-/* fx_setup_with - temp dirs, conf from /dev/null plus overrides, queue, sched */
-static struct fx *fx_setup_with(const char *retry_min, const char *lifetime)
+/* fx_setup_x - temp dirs, conf from /dev/null plus overrides (and the
+ * NULL-terminated extra ones), queue, sched */
+static struct fx *fx_setup_x(const char *retry_min, const char *lifetime, const char *const *extra)
 {
 	struct fx *f = calloc(1, sizeof(*f));
 	assert_non_null(f);
@@ -85,11 +86,14 @@ static struct fx *fx_setup_with(const char *retry_min, const char *lifetime)
 	snprintf(o_r, sizeof(o_r), "retry_min=%s", retry_min);
 	snprintf(o_l, sizeof(o_l), "queue_lifetime=%s", lifetime);
 	snprintf(o_c, sizeof(o_c), "control_socket=%s/run/ctl.sock", f->dir);
-	char *ov[] = {"hostname=mx.example.test", "local_domains=example.test, other.test", o_q, o_m,
-		      o_r, "retry_max=1h", o_l, "delivery_workers=2", o_c};
+	char *ov[16] = {"hostname=mx.example.test", "local_domains=example.test, other.test", o_q, o_m,
+			o_r, "retry_max=1h", o_l, "delivery_workers=2", o_c};
+	size_t nov = 9;
+	for (size_t i = 0; extra && extra[i] && nov < 16; i++)
+		ov[nov++] = (char *)extra[i];
 	struct strbuf errs;
 	strbuf_init(&errs);
-	int r = conf_load(&f->conf, "/dev/null", ov, sizeof(ov) / sizeof(ov[0]), &errs);
+	int r = conf_load(&f->conf, "/dev/null", ov, nov, &errs);
 	if (r < 0)
 		fprintf(stderr, "%s", errs.s);
 	assert_int_equal(r, 0);
@@ -108,6 +112,11 @@ static struct fx *fx_setup_with(const char *retry_min, const char *lifetime)
 	f->s = sched_new(f->base, &f->conf, f->q);
 	assert_non_null(f->s);
 	return f;
+}
+
+static struct fx *fx_setup_with(const char *retry_min, const char *lifetime)
+{
+	return fx_setup_x(retry_min, lifetime, NULL);
 }
 
 static struct fx *fx_setup(void)
@@ -213,6 +222,30 @@ static void make_msg(struct fx *f, struct envelope *env, const char *sender, con
 	assert_int_equal(w.status, 0);
 	assert_int_equal(strlen(env->qid), 16);
 	assert_true(queue_id_valid(env->qid));
+}
+
+/* make_msg_ex - like make_msg, one recipient, with DSN parameters */
+static void make_msg_ex(struct fx *f, struct envelope *env, const char *sender, const char *rcpt, const char *orcpt,
+			unsigned notify, enum env_ret ret, const char *envid)
+{
+	env_init(env);
+	env->sender = strdup(sender);
+	env->arrival = time(NULL);
+	env->ret = ret;
+	env->envid = envid ? strdup(envid) : NULL;
+	env_rcpt_add(env, rcpt, orcpt, notify);
+	char err[256] = "";
+	struct queue_file *qf = queue_file_create(f->q, env, err, sizeof(err));
+	assert_non_null(qf);
+	static const char body[] = "From: Sender <s@example.test>\r\n"
+				   "Subject: original subject\r\n"
+				   "\r\n"
+				   "original body\r\n";
+	assert_int_equal(queue_file_write(qf, body, sizeof(body) - 1), 0);
+	struct commit_wait w = {0, -2};
+	queue_file_commit(qf, commit_done, &w);
+	run_until(f, pred_committed, &w);
+	assert_int_equal(w.status, 0);
 }
 
 /* maildir_count - messages in <mail_dir>/<domain>/<local>/new */
@@ -574,6 +607,7 @@ struct fake_remote {
 	char qid[QUEUE_ID_MAX];
 	enum sched_result answer;
 	int sync;
+	const char *text; /* NULL: "250 2.0.0 ok" */
 };
 
 static void fake_remote_fn(void *arg, struct sched *s, const struct envelope *env, const size_t *idx, size_t n)
@@ -584,7 +618,7 @@ static void fake_remote_fn(void *arg, struct sched *s, const struct envelope *en
 	memcpy(fr->qid, env->qid, sizeof(fr->qid));
 	if (fr->sync)
 		for (size_t i = 0; i < n; i++)
-			sched_remote_done(s, env->qid, idx[i], fr->answer, "250 2.0.0 ok");
+			sched_remote_done(s, env->qid, idx[i], fr->answer, fr->text ? fr->text : "250 2.0.0 ok");
 }
 
 static void test_remote_hook(void **state)
@@ -609,7 +643,8 @@ static void test_remote_hook(void **state)
 	fr.sync = 0;
 	fr.calls = 0;
 	const char *r2[] = {"carol@remote.test", "dan@remote.test", NULL};
-	make_msg(f, &env, "s@example.net", r2);
+	/* a local sender: carol's bounce is delivered here, not through the hook */
+	make_msg(f, &env, "s@example.test", r2);
 	sched_submit(f->s, &env);
 	run_for(f, 100);
 	assert_int_equal(fr.calls, 1);
@@ -643,7 +678,243 @@ static void test_remote_hook(void **state)
 	assert_int_equal(fr.calls, 2);
 	assert_int_equal(fr.nidx, 1);
 	assert_false(in_queue(f, env.qid, NULL));
+	/* one bounce for carol, none for dan */
+	assert_int_equal(maildir_count(f, "example.test", "s"), 1);
 	env_free(&env);
+	fx_teardown(f);
+}
+
+/* maildir_read - the content of the only message in <domain>/<local>/new
+ * (malloc'd, NUL-terminated), NULL when there is none */
+static char *maildir_read(struct fx *f, const char *domain, const char *local)
+{
+	char p[512];
+	snprintf(p, sizeof(p), "%s/%s/%s/new", f->mdir, domain, local);
+	DIR *d = opendir(p);
+	if (d == NULL)
+		return NULL;
+	char *out = NULL;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL && out == NULL) {
+		if (de->d_name[0] == '.')
+			continue;
+		char fp[1024];
+		snprintf(fp, sizeof(fp), "%s/%s", p, de->d_name);
+		FILE *fh = fopen(fp, "rb");
+		assert_non_null(fh);
+		out = calloc(1, 1 << 20);
+		size_t n = fread(out, 1, (1 << 20) - 1, fh);
+		out[n] = '\0';
+		fclose(fh);
+	}
+	closedir(d);
+	return out;
+}
+
+static int pred_s_has_mail(struct fx *f, const void *arg)
+{
+	return maildir_count(f, "example.test", arg) > 0;
+}
+
+static const char *const pm_ok[] = {"postmaster=pm@example.test", NULL};
+
+static void test_bounce_local_permfail(void **state)
+{
+	struct fx *f = fx_setup_x("60s", "5d", pm_ok);
+	struct envelope env;
+	/* a name no Maildir can have: a permanent failure, not a retry */
+	const char *r[] = {".bad@example.test", "alice@example.test", NULL};
+	make_msg(f, &env, "s@example.test", r);
+	sched_submit(f->s, &env);
+	run_until(f, pred_empty, NULL);
+	assert_int_equal(maildir_count(f, "example.test", "alice"), 1);
+	assert_int_equal(maildir_count(f, "example.test", "s"), 1);
+	assert_int_equal(maildir_count(f, "example.test", "pm"), 0);
+	assert_false(in_queue(f, env.qid, NULL));
+	char *b = maildir_read(f, "example.test", "s");
+	assert_non_null(b);
+	if (getenv("TEST_LOG"))
+		fprintf(stderr, "%s", b);
+	assert_non_null(strstr(b, "Return-Path: <>\n"));
+	assert_non_null(strstr(b, "\nFrom: \"Mail Delivery System\" <MAILER-DAEMON@mx.example.test>\n"));
+	assert_non_null(strstr(b, "\nTo: <s@example.test>\n"));
+	assert_non_null(strstr(b, "\nSubject: Undelivered Mail Returned to Sender\n"));
+	assert_non_null(strstr(b, "\nAuto-Submitted: auto-replied\n"));
+	assert_non_null(strstr(b, "Content-Type: multipart/report; report-type=delivery-status;"));
+	assert_non_null(strstr(b, "\nReporting-MTA: dns; mx.example.test\n"));
+	assert_non_null(strstr(b, "\nArrival-Date: "));
+	assert_non_null(strstr(b, "\nFinal-Recipient: rfc822; .bad@example.test\nAction: failed\nStatus: 5.1.1\n"
+				  "Diagnostic-Code: x-unix; invalid mailbox name\n"));
+	assert_null(strstr(b, "Final-Recipient: rfc822; alice@example.test"));
+	assert_non_null(strstr(b, "Content-Type: text/rfc822-headers\n\nFrom: Sender <s@example.net>\n"));
+	assert_null(strstr(b, "body line"));
+	free(b);
+	struct strbuf out;
+	strbuf_init(&out);
+	sched_stats(f->s, &out);
+	assert_non_null(strstr(out.s, " bounces=1"));
+	strbuf_free(&out);
+	env_free(&env);
+	fx_teardown(f);
+}
+
+static void test_bounce_suppressed(void **state)
+{
+	struct fx *f = fx_setup_x("60s", "5d", pm_ok);
+	struct envelope env;
+	/* NOTIFY=NEVER: nothing to anyone */
+	make_msg_ex(f, &env, "s@example.test", ".bad@example.test", NULL, ENV_NOTIFY_NEVER, ENV_RET_DEFAULT, NULL);
+	sched_submit(f->s, &env);
+	run_until(f, pred_empty, NULL);
+	assert_false(in_queue(f, env.qid, NULL));
+	env_free(&env);
+	/* NOTIFY=SUCCESS alone: no failure report either */
+	make_msg_ex(f, &env, "s@example.test", ".bad@example.test", NULL, ENV_NOTIFY_SUCCESS, ENV_RET_DEFAULT,
+		    NULL);
+	sched_submit(f->s, &env);
+	run_until(f, pred_empty, NULL);
+	env_free(&env);
+	run_for(f, 100);
+	assert_int_equal(maildir_count(f, "example.test", "s"), 0);
+	assert_int_equal(maildir_count(f, "example.test", "pm"), 0);
+
+	/* a bounce that fails (sender <>) is never bounced: the postmaster
+	 * gets one notice */
+	make_msg_ex(f, &env, "", ".bad@example.test", NULL, 0, ENV_RET_DEFAULT, NULL);
+	sched_submit(f->s, &env);
+	run_until(f, pred_empty, NULL);
+	assert_false(in_queue(f, env.qid, NULL));
+	assert_int_equal(maildir_count(f, "example.test", "pm"), 1);
+	char *b = maildir_read(f, "example.test", "pm");
+	assert_non_null(b);
+	assert_non_null(strstr(b, "\nSubject: Postmaster Copy: Undelivered Mail Returned to Sender\n"));
+	assert_non_null(strstr(b, "\nTo: <pm@example.test>\n"));
+	assert_non_null(strstr(b, "Final-Recipient: rfc822; .bad@example.test"));
+	free(b);
+	env_free(&env);
+	fx_teardown(f);
+}
+
+static void test_bounce_no_loop(void **state)
+{
+	/* the postmaster address itself cannot be delivered: the notice
+	 * fails, and that failure is only logged */
+	static const char *const pm_bad[] = {"postmaster=.pm@example.test", NULL};
+	struct fx *f = fx_setup_x("60s", "5d", pm_bad);
+	struct envelope env;
+	make_msg_ex(f, &env, "", ".bad@example.test", NULL, 0, ENV_RET_DEFAULT, NULL);
+	sched_submit(f->s, &env);
+	run_until(f, pred_empty, NULL);
+	run_for(f, 300);
+	assert_int_equal(sched_pending(f->s), 0);
+	struct strbuf out;
+	strbuf_init(&out);
+	sched_stats(f->s, &out);
+	/* exactly one notice was made, for the first failure */
+	assert_non_null(strstr(out.s, " bounces=1"));
+	assert_non_null(strstr(out.s, "failed=2 "));
+	strbuf_free(&out);
+	env_free(&env);
+	fx_teardown(f);
+}
+
+static void test_bounce_success_notify(void **state)
+{
+	struct fx *f = fx_setup_x("60s", "5d", pm_ok);
+	struct envelope env;
+	make_msg_ex(f, &env, "s@example.test", "alice@example.test", "rfc822;Alice+2Bx@example.test",
+		    ENV_NOTIFY_SUCCESS | ENV_NOTIFY_FAILURE, ENV_RET_FULL, "ENVID42");
+	sched_submit(f->s, &env);
+	run_until(f, pred_empty, NULL);
+	assert_int_equal(maildir_count(f, "example.test", "alice"), 1);
+	assert_int_equal(maildir_count(f, "example.test", "s"), 1);
+	char *b = maildir_read(f, "example.test", "s");
+	assert_non_null(b);
+	assert_non_null(strstr(b, "\nSubject: Successful Mail Delivery Report\n"));
+	assert_non_null(strstr(b, "\nOriginal-Envelope-Id: ENVID42\n"));
+	assert_non_null(strstr(b, "\nOriginal-Recipient: rfc822;Alice+x@example.test\n"
+				  "Final-Recipient: rfc822; alice@example.test\nAction: delivered\nStatus: 2.0.0\n"));
+	/* RET=FULL is for failures: a success report has the headers only */
+	assert_non_null(strstr(b, "Content-Type: text/rfc822-headers\n"));
+	assert_null(strstr(b, "original body"));
+	free(b);
+	assert_false(in_queue(f, env.qid, NULL));
+	env_free(&env);
+	fx_teardown(f);
+}
+
+static void test_bounce_expired(void **state)
+{
+	struct fx *f = fx_setup_x("60s", "0s", pm_ok);
+	struct envelope env;
+	make_msg_ex(f, &env, "s@example.test", "carol@remote.test", NULL, 0, ENV_RET_FULL, NULL);
+	sched_submit(f->s, &env);
+	run_until(f, pred_empty, NULL);
+	assert_false(in_queue(f, env.qid, NULL));
+	char *b = maildir_read(f, "example.test", "s");
+	assert_non_null(b);
+	assert_non_null(strstr(b, "Final-Recipient: rfc822; carol@remote.test\nAction: failed\nStatus: 4.4.7\n"));
+	assert_non_null(strstr(b, "Diagnostic-Code: x-unix; remote delivery not available yet\n"));
+	assert_non_null(strstr(b, "Content-Type: message/rfc822\n"));
+	assert_non_null(strstr(b, "\noriginal body\n"));
+	free(b);
+	env_free(&env);
+	fx_teardown(f);
+}
+
+static void test_bounce_remote_permfail(void **state)
+{
+	struct fx *f = fx_setup_x("60s", "5d", pm_ok);
+	struct fake_remote fr = {0};
+	fr.answer = SCHED_RESULT_PERMFAIL;
+	fr.sync = 1;
+	fr.text = "5.1.1 host mx.remote.test[192.0.2.1] said: 550 5.1.1 no such user\r\nX-Injected: 1 (in reply to "
+		  "RCPT TO command)";
+	sched_set_remote(f->s, fake_remote_fn, &fr);
+	struct envelope env;
+	make_msg_ex(f, &env, "s@example.test", "carol@remote.test", "rfc822;carol@remote.test", 0, ENV_RET_HDRS,
+		    NULL);
+	sched_submit(f->s, &env);
+	run_until(f, pred_empty, NULL);
+	assert_int_equal(fr.calls, 1);
+	char *b = maildir_read(f, "example.test", "s");
+	assert_non_null(b);
+	assert_non_null(strstr(b, "\nOriginal-Recipient: rfc822;carol@remote.test\n"
+				  "Final-Recipient: rfc822; carol@remote.test\nAction: failed\nStatus: 5.1.1\n"
+				  "Remote-MTA: dns; mx.remote.test\n"
+				  "Diagnostic-Code: smtp; 550 5.1.1 no such user X-Injected: 1\n"));
+	assert_null(strstr(b, "\nX-Injected"));
+	free(b);
+	env_free(&env);
+	fx_teardown(f);
+}
+
+static void test_delay_warning(void **state)
+{
+	static const char *const dw[] = {"postmaster=pm@example.test", "delay_warning=1s", NULL};
+	struct fx *f = fx_setup_x("60s", "5d", dw);
+	struct envelope env, env2;
+	make_msg_ex(f, &env, "s@example.test", "carol@remote.test", NULL, 0, ENV_RET_FULL, NULL);
+	sched_submit(f->s, &env);
+	/* NOTIFY without DELAY: no warning for this one */
+	make_msg_ex(f, &env2, "s@other.test", "dan@remote.test", NULL, ENV_NOTIFY_FAILURE, ENV_RET_FULL, NULL);
+	sched_submit(f->s, &env2);
+	run_until(f, pred_s_has_mail, "s");
+	char *b = maildir_read(f, "example.test", "s");
+	assert_non_null(b);
+	assert_non_null(strstr(b, "\nSubject: Delayed Mail (still being retried)\n"));
+	assert_non_null(strstr(b, "Final-Recipient: rfc822; carol@remote.test\nAction: delayed\nStatus: 4.0.0\n"));
+	assert_non_null(strstr(b, "\nWill-Retry-Until: "));
+	assert_non_null(strstr(b, "Content-Type: text/rfc822-headers\n"));
+	free(b);
+	/* once only; the message itself stays queued */
+	run_for(f, 1500);
+	assert_int_equal(maildir_count(f, "example.test", "s"), 1);
+	assert_int_equal(maildir_count(f, "other.test", "s"), 0);
+	assert_true(in_queue(f, env.qid, NULL));
+	assert_int_equal(sched_pending(f->s), 2);
+	env_free(&env);
+	env_free(&env2);
 	fx_teardown(f);
 }
 
@@ -900,6 +1171,13 @@ int main(void)
 		cmocka_unit_test(test_remote_hook),
 		cmocka_unit_test(test_control_handle),
 		cmocka_unit_test(test_control_socket),
+		cmocka_unit_test(test_bounce_local_permfail),
+		cmocka_unit_test(test_bounce_suppressed),
+		cmocka_unit_test(test_bounce_no_loop),
+		cmocka_unit_test(test_bounce_success_notify),
+		cmocka_unit_test(test_bounce_expired),
+		cmocka_unit_test(test_bounce_remote_permfail),
+		cmocka_unit_test(test_delay_warning),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

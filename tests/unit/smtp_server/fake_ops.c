@@ -2,7 +2,7 @@
  * fake_ops - in-memory transport, queue and recipient check for the
  * smtp_server unit tests and the chat transcript runner. See fake_ops.h.
  */
-#include "smtp_server/fake_ops.h"
+#include "fake_ops.h"
 
 #include <errno.h>
 #include <stdio.h>
@@ -11,6 +11,7 @@
 
 #include "core/log.h"
 #include "core/str.h"
+#include "lookup/lookup.h"
 
 struct queue_file {
 	struct fake *f;
@@ -77,6 +78,70 @@ static enum smtp_rcpt_verdict fake_rcpt_check(void *ctx, const struct smtp_path 
 		return SMTP_RCPT_RELAY_DENIED;
 	env_rcpt_add(env, rcpt->addr, orcpt, notify);
 	return SMTP_RCPT_ACCEPT;
+}
+
+/* the fake accounts and their passwords */
+static const struct {
+	const char *account, *password;
+} fake_accounts[] = {
+	{"alice@example.test", "secret"},
+	{"bob@example.test", "hunter2"},
+};
+
+/* fake_auth_decide - OK with the canonical account, FAIL, or LOCKED */
+static int fake_auth_decide(struct fake *f, const char *user, const char *password, const char **account)
+{
+	*account = NULL;
+	if (f->auth_lockout_after && f->auth_failures >= f->auth_lockout_after)
+		return SMTP_AUTH_LOCKED;
+	for (size_t i = 0; i < sizeof(fake_accounts) / sizeof(fake_accounts[0]); i++) {
+		const char *a = fake_accounts[i].account;
+		size_t local = (size_t)(strchr(a, '@') - a);
+		int same = str_casecmp_ascii(user, a) == 0 ||
+			   (strlen(user) == local && str_ncasecmp_ascii(user, a, local) == 0);
+		if (same && strcmp(password, fake_accounts[i].password) == 0) {
+			*account = a;
+			return SMTP_AUTH_OK;
+		}
+	}
+	f->auth_failures++;
+	return SMTP_AUTH_FAIL;
+}
+
+/* fake_auth_check - record, decide, answer now or later */
+static void fake_auth_check(void *ctx, const char *user, const char *password, struct smtp_session *s)
+{
+	struct fake *f = fake_of(ctx);
+	f->nauth_checks++;
+	snprintf(f->last_auth_user, sizeof(f->last_auth_user), "%s", user);
+	snprintf(f->last_auth_pass, sizeof(f->last_auth_pass), "%s", password);
+	const char *account = NULL;
+	int ok = fake_auth_decide(f, user, password, &account);
+	if (f->auth_deferred) {
+		f->auth_pending = 1;
+		f->auth_pending_ok = ok;
+		snprintf(f->auth_pending_account, sizeof(f->auth_pending_account), "%s",
+			 account ? account : "");
+		return;
+	}
+	smtp_session_auth_done(s, ok, account);
+}
+
+/* fake_sender_check - the real ownership rule over the fake tables */
+static int fake_sender_check(void *ctx, const char *account, const struct smtp_path *from)
+{
+	struct fake *f = fake_of(ctx);
+	f->nsender_checks++;
+	return lookup_sender_owned(f->tables, account, from->addr);
+}
+
+/* fake_rate_check - over the limit after rate_limit messages */
+static int fake_rate_check(void *ctx, const char *account)
+{
+	struct fake *f = fake_of(ctx);
+	f->nrate_checks++;
+	snprintf(f->last_rate_account, sizeof(f->last_rate_account), "%s", account ? account : "-");
+	return f->rate_limit && f->nrate_checks > f->rate_limit;
 }
 
 /* fake_msg_open - a memory "file" with the next Q%04u id, or open_errno */
@@ -184,7 +249,24 @@ int fake_init(struct fake *f, const char *const *overrides, size_t n)
 		.msg_abort = fake_msg_abort,
 		.msg_accepted = fake_msg_accepted,
 		.starttls = fake_starttls,
+		.auth_check = fake_auth_check,
+		.sender_check = fake_sender_check,
+		.rate_check = fake_rate_check,
 	};
+	static const char users[] = "alice@example.test:{PLAIN}x\nbob@example.test:{PLAIN}x\n";
+	static const char aliases[] = "sales@example.test: alice@example.test, bob@example.test\n"
+				      "info@example.test: sales@example.test\n"
+				      "fwd@example.test: carol@remote.example\n"
+				      "loop1@example.test: loop2@example.test\n"
+				      "loop2@example.test: loop1@example.test\n";
+	struct strbuf lerrs;
+	strbuf_init(&lerrs);
+	f->tables = lookup_load_text(users, sizeof(users) - 1, aliases, sizeof(aliases) - 1, &lerrs);
+	if (f->tables == NULL) {
+		fprintf(stderr, "lookup_load_text: %s", lerrs.s ? lerrs.s : "");
+		r = -1;
+	}
+	strbuf_free(&lerrs);
 	f->info = (struct smtp_client_info){
 		.addr = "192.0.2.1",
 		.name = NULL,
@@ -204,7 +286,11 @@ void fake_fini(struct fake *f)
 		/* a test that left a commit in flight: finish it first */
 		fake_commit_finish(f, -1, EIO);
 	}
+	if (f->auth_pending)
+		fake_auth_finish(f, SMTP_AUTH_TEMPFAIL, NULL);
 	smtp_session_free(f->s);
+	lookup_free(f->tables);
+	f->tables = NULL;
 	f->s = NULL;
 	strbuf_free(&f->out);
 	strbuf_free(&f->last_content);
@@ -251,4 +337,17 @@ void fake_commit_finish(struct fake *f, int status, int err_no)
 	f->pending = NULL;
 	fake_file_done(f, q, status == 0);
 	smtp_session_commit_done(f->s, status, err_no, status == 0 ? NULL : "fake commit failure");
+}
+
+/* fake_auth_finish - see fake_ops.h */
+void fake_auth_finish(struct fake *f, int ok, const char *account)
+{
+	if (!f->auth_pending)
+		return;
+	f->auth_pending = 0;
+	if (ok < SMTP_AUTH_TEMPFAIL)
+		ok = f->auth_pending_ok;
+	if (account == NULL)
+		account = f->auth_pending_account[0] ? f->auth_pending_account : NULL;
+	smtp_session_auth_done(f->s, ok, account);
 }

@@ -4,7 +4,13 @@
  * commits synchronously or on demand, fails on demand) and a fake
  * recipient check (local domains example.test and localhost, users alice,
  * bob and postmaster; tempfail@<local> gives TEMPFAIL; other domains are
- * relay-denied unless the client may relay).
+ * relay-denied unless the client may relay), a fake AUTH check (accounts
+ * alice@example.test / "secret" and bob@example.test / "hunter2"; the
+ * domain may be left out; synchronous or deferred; per-session failure
+ * count with an optional lockout), the real sender-ownership rule
+ * (lookup_sender_owned over small tables: aliases sales -> alice, bob;
+ * info -> sales; fwd -> carol@remote.example; loop1 <-> loop2) and a
+ * message rate limit.
  *
  * Exports:
  *   fake_init/fake_fini      conf (with -o style overrides) and counters
@@ -12,6 +18,7 @@
  *   fake_send/fake_sendn     client bytes into the session
  *   fake_take                the replies written since the last take
  *   fake_commit_finish       complete a deferred commit
+ *   fake_auth_finish         complete a deferred auth check
  */
 #ifndef TERN_TESTS_FAKE_OPS_H
 #define TERN_TESTS_FAKE_OPS_H
@@ -51,6 +58,22 @@ struct fake {
 	int last_may_relay;
 	unsigned last_notify;
 	char last_orcpt[600];
+	/* AUTH */
+	int auth_deferred;     /* auth_check returns without answering */
+	int auth_pending;      /* a deferred check waits for fake_auth_finish */
+	int auth_pending_ok;   /* what the fake decided for it */
+	char auth_pending_account[64];
+	size_t nauth_checks;
+	size_t auth_failures;  /* failed checks so far */
+	size_t auth_lockout_after; /* 0: never; else LOCKED once failures reach it */
+	char last_auth_user[300];
+	char last_auth_pass[300];
+	/* sender ownership and rates */
+	struct lookup_tables *tables;
+	size_t nsender_checks;
+	size_t rate_limit;     /* 0: none; else MAIL number rate_limit+1 is over */
+	size_t nrate_checks;
+	char last_rate_account[64]; /* "-" for NULL */
 };
 
 /* fake_init - conf from /dev/null plus overrides ("key=value"); 0 ok */
@@ -64,5 +87,8 @@ void fake_sendn(struct fake *f, const char *p, size_t n);
 const char *fake_take(struct fake *f);
 /* fake_commit_finish - complete the deferred commit: status 0 or -1/errno */
 void fake_commit_finish(struct fake *f, int status, int err_no);
+/* fake_auth_finish - answer the deferred auth check: ok < -2 means what
+ * the fake decided itself; account NULL means the fake's own */
+void fake_auth_finish(struct fake *f, int ok, const char *account);
 
 #endif

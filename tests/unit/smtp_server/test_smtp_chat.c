@@ -35,6 +35,7 @@ struct chat {
 	size_t content_off;      /* next M: line in f.last_content */
 	char content_qid[QUEUE_ID_MAX];
 	char *client_name;
+	int no_auth;             /* ! no_auth: ops->auth_check is NULL */
 	size_t writes_before;    /* nwrites before the last event */
 };
 
@@ -117,6 +118,8 @@ static void chat_start(struct chat *c)
 	if (fake_init(&c->f, ov, c->noverrides) < 0)
 		chat_fail(c, "bad ! conf");
 	c->f.info = keep;
+	if (c->no_auth)
+		c->f.ops.auth_check = NULL;
 	c->writes_before = 0;
 	fake_start(&c->f, c->pregreet);
 	assert_non_null(c->f.s);
@@ -218,11 +221,29 @@ static void chat_directive(struct chat *c, char *d)
 		return;
 	}
 	if (strcmp(d, "pregreet") == 0 || strcmp(d, "trusted") == 0 ||
-	    strcmp(d, "tls_available") == 0 || strcmp(d, "client_name") == 0) {
+	    strcmp(d, "tls_available") == 0 || strcmp(d, "client_name") == 0 ||
+	    strcmp(d, "tls") == 0 || strcmp(d, "listener") == 0 || strcmp(d, "hide_client") == 0 ||
+	    strcmp(d, "no_auth") == 0) {
 		if (c->started)
 			chat_fail(c, "! %s after the session started", d);
 		if (strcmp(d, "pregreet") == 0)
 			c->pregreet = 1;
+		else if (strcmp(d, "tls") == 0)
+			c->f.info.tls = 1;
+		else if (strcmp(d, "hide_client") == 0)
+			c->f.info.hide_client = 1;
+		else if (strcmp(d, "no_auth") == 0)
+			c->no_auth = 1;
+		else if (strcmp(d, "listener") == 0) {
+			if (strcmp(arg, "mx") == 0)
+				c->f.info.kind = SMTP_LISTENER_MX;
+			else if (strcmp(arg, "submission") == 0)
+				c->f.info.kind = SMTP_LISTENER_SUBMISSION;
+			else if (strcmp(arg, "submissions") == 0)
+				c->f.info.kind = SMTP_LISTENER_SUBMISSIONS;
+			else
+				chat_fail(c, "! listener mx|submission|submissions");
+		}
 		else if (strcmp(d, "trusted") == 0)
 			c->f.info.trusted = 1;
 		else if (strcmp(d, "tls_available") == 0)
@@ -271,6 +292,50 @@ static void chat_directive(struct chat *c, char *d)
 	} else if (strcmp(d, "tls_done") == 0) {
 		c->writes_before = f->nwrites;
 		smtp_session_tls_done(f->s, "TLSv1.3 test");
+	} else if (strcmp(d, "auth") == 0) {
+		if (strcmp(arg, "defer") == 0)
+			f->auth_deferred = 1;
+		else if (strcmp(arg, "sync") == 0)
+			f->auth_deferred = 0;
+		else
+			chat_fail(c, "! auth defer|sync");
+	} else if (strcmp(d, "auth_done") == 0) {
+		if (!f->auth_pending)
+			chat_fail(c, "! auth_done without an auth check in flight");
+		int ok = -100; /* the fake's own verdict */
+		if (strcmp(arg, "OK") == 0)
+			ok = SMTP_AUTH_OK;
+		else if (strcmp(arg, "FAIL") == 0)
+			ok = SMTP_AUTH_FAIL;
+		else if (strcmp(arg, "LOCKED") == 0)
+			ok = SMTP_AUTH_LOCKED;
+		else if (strcmp(arg, "TEMPFAIL") == 0)
+			ok = SMTP_AUTH_TEMPFAIL;
+		else if (strcmp(arg, "") != 0)
+			chat_fail(c, "! auth_done [OK|FAIL|LOCKED|TEMPFAIL]");
+		c->writes_before = f->nwrites;
+		fake_auth_finish(f, ok, NULL);
+	} else if (strcmp(d, "auth_lockout") == 0) {
+		f->auth_lockout_after = (size_t)strtoul(arg, NULL, 10);
+	} else if (strcmp(d, "rate_limit") == 0) {
+		f->rate_limit = (size_t)strtoul(arg, NULL, 10);
+	} else if (strcmp(d, "auth_user") == 0) {
+		const char *have = smtp_session_auth_user(f->s);
+		if (strcmp(have ? have : "-", arg) != 0)
+			chat_fail(c, "auth_user: expected %s, have %s", arg, have ? have : "-");
+	} else if (strcmp(d, "auth_checks") == 0) {
+		chat_assert_count(c, "auth checks", f->nauth_checks, arg);
+	} else if (strcmp(d, "auth_pass") == 0) {
+		if (strcmp(f->last_auth_pass, arg) != 0)
+			chat_fail(c, "auth_pass: expected %s, have %s", arg, f->last_auth_pass);
+	} else if (strcmp(d, "env_auth_user") == 0) {
+		const char *have = f->last_env.auth_user ? f->last_env.auth_user : "-";
+		if (strcmp(have, arg) != 0)
+			chat_fail(c, "env_auth_user: expected %s, have %s", arg, have);
+	} else if (strcmp(d, "may_relay") == 0) {
+		chat_assert_count(c, "may_relay of the last RCPT", (size_t)f->last_may_relay, arg);
+	} else if (strcmp(d, "closes") == 0) {
+		chat_assert_count(c, "close calls", f->nclose, arg);
 	} else if (strcmp(d, "closed") == 0) {
 		if (!smtp_session_closed(f->s))
 			chat_fail(c, "session not closed");

@@ -141,7 +141,9 @@ static void test_simple_verbs(void **state)
 	expect(f, "EXPN staff\r\n", "502 5.5.1 Command not implemented\r\n");
 	expect(f, "HELP\r\n", "214 2.0.0 See RFC 5321 (https://www.rfc-editor.org/rfc/rfc5321)\r\n");
 	expect(f, "STARTTLS\r\n", "502 5.5.1 Command not implemented\r\n");
-	expect(f, "AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n", "502 5.5.1 Command not implemented\r\n");
+	/* no TLS: AUTH is refused, never a password in clear text */
+	expect(f, "AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n",
+	       "538 5.7.11 Encryption required for requested authentication mechanism\r\n");
 	expect(f, "FOO bar\r\n", "500 5.5.1 Command unrecognized\r\n");
 	expect(f, "\r\n", "500 5.5.1 Command unrecognized\r\n");
 	expect(f, "QUIT\r\n", "221 2.0.0 Bye\r\n");
