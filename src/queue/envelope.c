@@ -99,5 +99,6 @@ void env_copy(struct envelope *dst, const struct envelope *src)
 		dst->rcpts[k].attempts = r->attempts;
 		dst->rcpts[k].next_attempt = r->next_attempt;
 		dst->rcpts[k].last_error = dup_or_null(r->last_error);
+		dst->rcpts[k].dsn_sent = r->dsn_sent;
 	}
 }

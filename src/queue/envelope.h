@@ -58,6 +58,13 @@ struct env_rcpt {
 	unsigned attempts;
 	time_t next_attempt;
 	char *last_error; /* last diagnostic, may be NULL */
+	unsigned dsn_sent; /* ENV_DSN_* bits: notifications already queued (state log) */
+};
+
+/* which delivery status notifications a recipient has had */
+enum env_dsn_sent {
+	ENV_DSN_FINAL = 1, /* failure / success report */
+	ENV_DSN_DELAY = 2, /* delay warning */
 };
 
 struct envelope {

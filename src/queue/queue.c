@@ -408,6 +408,13 @@ int queue_msg_hold(struct queue *q, const char *qid, int held, char *err, size_t
 	return queue_state_append(q, qid, held ? "hold 1\n" : "hold 0\n", 7, err, errlen);
 }
 
+int queue_rcpt_dsn(struct queue *q, const char *qid, size_t idx, unsigned kind, char *err, size_t errlen)
+{
+	char line[64];
+	int n = snprintf(line, sizeof(line), "dsn %zu %s\n", idx, kind == ENV_DSN_DELAY ? "delay" : "final");
+	return queue_state_append(q, qid, line, (size_t)n, err, errlen);
+}
+
 /* queue_msg_remove - the message file goes first and that removal is made
  * durable before the state log goes: a crash in between leaves an orphan
  * state file (queue_scan removes it); the other order could leave a
@@ -516,14 +523,6 @@ static int queue_scan_tmp(struct queue *q, char *err, size_t errlen)
 	return 0;
 }
 
-/* queue_all_final - no recipient is left to deliver */
-static int queue_all_final(const struct envelope *env)
-{
-	for (size_t i = 0; i < env->nrcpts; i++)
-		if (env->rcpts[i].state == ENV_RCPT_PENDING)
-			return 0;
-	return 1;
-}
 
 /* queue_scan_msg - load every message in qid (= arrival) order */
 static int queue_scan_msg(struct queue *q, queue_scan_found found, void *arg, char *err, size_t errlen)
@@ -554,12 +553,10 @@ static int queue_scan_msg(struct queue *q, queue_scan_found found, void *arg, ch
 			}
 			continue;
 		}
-		if (queue_all_final(&env)) {
-			if (queue_msg_remove(q, qid) == 0)
-				queue_log(LOG_LEVEL_INFO, "queue_finished_removed", "qid", qid, NULL);
-		} else {
-			found(arg, &env);
-		}
+		/* a message whose recipients are all final may still owe its
+		 * bounce (a crash came before the bounce was committed): the
+		 * scheduler decides, from the "dsn" records, and removes it */
+		found(arg, &env);
 		env_free(&env);
 	}
 	queue_list_free(v, n);

@@ -76,6 +76,10 @@ int queue_msg_content(struct queue *q, const char *qid, int *fd, off_t *off, off
  * before returning: the outcome is durable before it is acted on */
 int queue_rcpt_record(struct queue *q, const char *qid, size_t idx, enum env_rcpt_state state,
 		      unsigned attempts, time_t next_attempt, const char *text, char *err, size_t errlen);
+/* queue_rcpt_dsn - durably record that a notification (ENV_DSN_FINAL or
+ * ENV_DSN_DELAY) for recipient idx was queued, so a restart does not send
+ * it again */
+int queue_rcpt_dsn(struct queue *q, const char *qid, size_t idx, unsigned kind, char *err, size_t errlen);
 /* queue_msg_hold - durably record held (1) or released (0) */
 int queue_msg_hold(struct queue *q, const char *qid, int held, char *err, size_t errlen);
 int queue_msg_remove(struct queue *q, const char *qid);

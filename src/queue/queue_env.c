@@ -468,6 +468,19 @@ static void state_apply_line(const char *line, size_t n, struct envelope *env)
 		env->held = line[5] == '1';
 		return;
 	}
+	/* "dsn IDX final|delay": a notification for IDX was queued */
+	if (n > 4 && memcmp(line, "dsn ", 4) == 0) {
+		const char *sp = memchr(line + 4, ' ', n - 4);
+		uint64_t di;
+		if (sp == NULL || str_parse_u64(line + 4, (size_t)(sp - line - 4), &di) < 0 || di >= env->nrcpts)
+			return;
+		size_t kn = n - (size_t)(sp + 1 - line);
+		if (kn == 5 && memcmp(sp + 1, "final", 5) == 0)
+			env->rcpts[di].dsn_sent |= ENV_DSN_FINAL;
+		else if (kn == 5 && memcmp(sp + 1, "delay", 5) == 0)
+			env->rcpts[di].dsn_sent |= ENV_DSN_DELAY;
+		return;
+	}
 	const char *f[4];
 	size_t fn[4], pos = 0;
 	for (int i = 0; i < 4; i++)

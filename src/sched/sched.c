@@ -901,6 +901,11 @@ static void sched_dsn_committed(void *arg, int status, const char *reason)
 					continue;
 				m->dsn[c->idx[k]] &= (unsigned char)~SCHED_DSN_BUSY;
 				m->dsn[c->idx[k]] |= c->flag[k];
+				/* the DSN is durable; now record that it was sent (a crash
+				 * before this line costs a duplicate DSN, never a lost one) */
+				char derr[256];
+				if (queue_rcpt_dsn(s->q, c->qid, c->idx[k], c->flag[k], derr, sizeof(derr)) < 0)
+					log_event(LOG_LEVEL_WARN, "record_failed", "qid %s: %s", c->qid, derr);
 			}
 			sched_msg_settle(s, m, 0);
 		}
@@ -1286,6 +1291,9 @@ void sched_submit(struct sched *s, const struct envelope *env)
 	env_copy(&m->env, env);
 	m->inflight = xcalloc(env->nrcpts ? env->nrcpts : 1, 1);
 	m->dsn = xcalloc(env->nrcpts ? env->nrcpts : 1, 1);
+	/* notifications already queued before a restart (queue "dsn" records) */
+	for (size_t i = 0; i < env->nrcpts; i++)
+		m->dsn[i] = (unsigned char)(env->rcpts[i].dsn_sent & (SCHED_DSN_FINAL | SCHED_DSN_DELAY));
 	sched_msg_insert(s, m);
 	sched_kick(s);
 }

@@ -511,11 +511,12 @@ static void test_scan(void **state)
 	}
 	/* a message with one recipient done and one pending stays */
 	assert_int_equal(queue_rcpt_record(fx->q, good[1].qid, 0, ENV_RCPT_DELIVERED, 1, 0, "ok", err, sizeof(err)), 0);
-	/* a finished message is removed */
+	/* a finished message is handed over too: it may still owe a bounce */
 	make_env(&done, 2);
 	commit_msg(fx, &done, "bye\r\n", 5);
 	assert_int_equal(queue_rcpt_record(fx->q, done.qid, 0, ENV_RCPT_DELIVERED, 1, 0, "ok", err, sizeof(err)), 0);
 	assert_int_equal(queue_rcpt_record(fx->q, done.qid, 1, ENV_RCPT_FAILED, 3, 0, "550", err, sizeof(err)), 0);
+	assert_int_equal(queue_rcpt_dsn(fx->q, done.qid, 1, ENV_DSN_FINAL, err, sizeof(err)), 0);
 	/* a torn message is set aside with its state */
 	make_env(&corrupt, 1);
 	commit_msg(fx, &corrupt, "torn content\r\n", 14);
@@ -537,14 +538,20 @@ static void test_scan(void **state)
 
 	struct found_rec r = {0};
 	assert_int_equal(queue_scan(fx->q, on_found, &r, err, sizeof(err)), 0);
-	assert_int_equal(r.n, 3);
+	assert_int_equal(r.n, 4);
 	for (int i = 0; i < 3; i++)
 		assert_string_equal(r.qids[i], good[i].qid);
+	assert_string_equal(r.qids[3], done.qid);
 	assert_true(strcmp(good[0].qid, good[1].qid) < 0 && strcmp(good[1].qid, good[2].qid) < 0);
 	assert_int_equal(count(fx, "tmp"), 0);
-	assert_int_equal(count(fx, "msg"), 3);
-	assert_false(exists(fx, "msg", done.qid));
-	assert_false(exists(fx, "state", done.qid));
+	assert_int_equal(count(fx, "msg"), 4);
+	/* the dsn record comes back with the envelope */
+	struct envelope back;
+	assert_int_equal(queue_msg_load(fx->q, done.qid, &back, err, sizeof(err)), 0);
+	assert_int_equal(back.rcpts[1].dsn_sent, ENV_DSN_FINAL);
+	assert_int_equal(back.rcpts[0].dsn_sent, 0);
+	env_free(&back);
+	assert_int_equal(queue_msg_remove(fx->q, done.qid), 0);
 	assert_true(exists(fx, "corrupt", corrupt.qid));
 	char sname[64];
 	snprintf(sname, sizeof(sname), "%s.state", corrupt.qid);
