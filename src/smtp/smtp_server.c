@@ -571,13 +571,14 @@ static int session_line_step(struct smtp_session *s)
 	char *p = buf_head(&s->in);
 	size_t n = buf_len(&s->in);
 	if (s->discard_line) {
-		/* the rest of an over-long line: skip to its end, replied already */
-		const char *lf = memchr(p, '\n', n);
-		size_t skip = lf ? (size_t)(lf - p) + 1 : n;
+		/* the rest of an over-long line, replied already: skip to its
+		 * CRLF (a bare LF inside it does not end it) */
+		size_t skip = 0;
+		enum smtp_line_status ds = smtp_line_skip(p, n, &skip);
 		buf_consume(&s->in, skip);
-		if (lf)
+		if (ds == SMTP_LINE_OK)
 			s->discard_line = 0;
-		return 1;
+		return skip > 0 || ds == SMTP_LINE_OK;
 	}
 	size_t line_len = 0, consumed = 0;
 	enum smtp_line_status st = smtp_line_next(p, n, &line_len, &consumed);
@@ -606,9 +607,10 @@ static int session_line_step(struct smtp_session *s)
 		smtp_server_reply(s, SMTP_R_BARE_LF, NULL);
 		return 1;
 	case SMTP_LINE_TOO_LONG:
-		if (consumed == 0 || consumed > n)
+		if (consumed > n)
 			consumed = n;
-		if (p[consumed - 1] != '\n')
+		/* line_len 0: no line end yet; the rest is skipped as it comes */
+		if (line_len == 0)
 			s->discard_line = 1;
 		buf_consume(&s->in, consumed);
 		s->ncmds++;

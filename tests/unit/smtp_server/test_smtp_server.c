@@ -802,6 +802,14 @@ static void test_command_line_flaws(void **state)
 	expect(f, "\r\n", OK);
 	fake_sendn(f, big, 999);
 	expect(f, "\r\nNOOP\r\n", "500 5.5.2 Line too long\r\n" OK);
+	/* a bare LF inside the tail of an over-long line does not end it: the
+	 * "QUIT" after it is still part of the refused line */
+	fake_sendn(f, big, 1500);
+	assert_string_equal(fake_take(f), "500 5.5.2 Line too long\r\n");
+	fake_send(f, "AAA\nQUIT\r");
+	fake_send(f, "\nNOOP\r\n");
+	assert_string_equal(fake_take(f), OK);
+	assert_false(smtp_session_closed(f->s));
 	teardown(f);
 }
 
