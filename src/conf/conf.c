@@ -58,6 +58,9 @@ static const struct conf_param conf_params[] = {
 	{"rate_limit_user", CONF_TYPE_UINT, F(rate_limit_user), "0", "messages per hour per authenticated user (0 = no limit)"},
 	{"rate_limit_ip", CONF_TYPE_UINT, F(rate_limit_ip), "0", "messages per hour per client address (0 = no limit)"},
 	{"hide_client_address", CONF_TYPE_BOOL, F(hide_client_address), "no", "leave the client's address out of Received for authenticated submissions"},
+	{"smtp_tls_policy", CONF_TYPE_STRING, F(smtp_tls_policy), "may", "outbound TLS: none, may (opportunistic), encrypt (required) or verify (required, certificate checked)"},
+	{"smtp_tls_policy_map", CONF_TYPE_LIST, F(smtp_tls_policy_map), "", "per-destination outbound TLS: domain:policy, ..."},
+	{"smtp_tls_ca_file", CONF_TYPE_PATH, F(smtp_tls_ca_file), NULL, "CA certificates (PEM) for verify; default: the system store"},
 	{"log_level", CONF_TYPE_STRING, F(log_level), "info", "debug, info, warn or err"},
 };
 
@@ -364,6 +367,29 @@ static void conf_check(struct conf *c, const struct conf_origin *org, const char
 	if (c->retry_min == 0 || c->retry_max < c->retry_min) {
 		conf_err_at(errs, org, deffile, "retry_max", "retry_min must be positive and not above retry_max");
 		(*nerr)++;
+	}
+	static const char *const pols[] = {"none", "may", "encrypt", "verify"};
+	int polok = 0;
+	for (size_t i = 0; i < 4; i++)
+		polok |= strcmp(c->smtp_tls_policy, pols[i]) == 0;
+	if (!polok) {
+		conf_err_at(errs, org, deffile, "smtp_tls_policy", "expected none, may, encrypt or verify");
+		(*nerr)++;
+	}
+	for (size_t i = 0; i < c->smtp_tls_policy_map.n; i++) {
+		const char *e = c->smtp_tls_policy_map.v[i];
+		const char *colon = strrchr(e, ':');
+		int ok = colon && colon != e;
+		if (ok) {
+			ok = 0;
+			for (size_t k = 0; k < 4; k++)
+				ok |= strcmp(colon + 1, pols[k]) == 0;
+		}
+		if (!ok) {
+			conf_err_at(errs, org, deffile, "smtp_tls_policy_map", "expected domain:policy entries (none, may, encrypt, verify)");
+			(*nerr)++;
+			break;
+		}
 	}
 	const char *lv = c->log_level;
 	if (strcmp(lv, "debug") && strcmp(lv, "info") && strcmp(lv, "warn") && strcmp(lv, "err")) {

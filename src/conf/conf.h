@@ -67,6 +67,9 @@ struct conf {
 	uint64_t rate_limit_user;  /* messages per hour, 0 = off */
 	uint64_t rate_limit_ip;    /* messages per hour, 0 = off */
 	uint64_t hide_client_address; /* bool */
+	char *smtp_tls_policy;
+	struct conf_list smtp_tls_policy_map;
+	char *smtp_tls_ca_file;
 	char *log_level;
 };
 

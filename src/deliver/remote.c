@@ -174,6 +174,23 @@ int remote_tls_policy_parse(const char *s, enum remote_tls_policy *out)
 	return -1;
 }
 
+/* remote_conf_policy - smtp_tls_policy_map entry "dest:policy" for this
+ * destination (domain or relayhost, case-insensitive), else smtp_tls_policy */
+static enum remote_tls_policy remote_conf_policy(const struct conf *conf, const char *dest)
+{
+	enum remote_tls_policy p = REMOTE_TLS_MAY;
+	for (size_t i = 0; i < conf->smtp_tls_policy_map.n; i++) {
+		const char *e = conf->smtp_tls_policy_map.v[i];
+		const char *colon = strrchr(e, ':');
+		if (colon && strlen(dest) == (size_t)(colon - e) && str_ncasecmp_ascii(e, dest, (size_t)(colon - e)) == 0 &&
+		    remote_tls_policy_parse(colon + 1, &p) == 0)
+			return p;
+	}
+	if (conf->smtp_tls_policy && remote_tls_policy_parse(conf->smtp_tls_policy, &p) == 0)
+		return p;
+	return REMOTE_TLS_MAY;
+}
+
 static void remote_kick(struct remote *r);
 static void rconn_update(struct rconn *c);
 static void rconn_connect(struct rconn *c);
@@ -1210,7 +1227,7 @@ static void rconn_new(struct rdest *d, struct rjob *j)
 	c->d = d;
 	c->fd = -1;
 	c->job = j;
-	c->pol = r->pol_fn ? r->pol_fn(r->pol_arg, d->key) : REMOTE_TLS_MAY;
+	c->pol = r->pol_fn ? r->pol_fn(r->pol_arg, d->key) : remote_conf_policy(r->conf, d->key);
 	strbuf_init(&c->out);
 	c->timer = evtimer_new(r->base, rconn_on_timeout, c);
 	c->next = d->conns;
@@ -1372,7 +1389,7 @@ struct remote *remote_new(struct event_base *base, const struct conf *conf, stru
 		return NULL;
 	}
 	char terr[256];
-	r->tls = tls_client_new(terr, sizeof(terr));
+	r->tls = tls_client_new(conf->smtp_tls_ca_file, terr, sizeof(terr));
 	if (r->tls == NULL)
 		log_event(LOG_LEVEL_WARN, "tls_out", "no TLS client context (%s): delivering in plain text", terr);
 	remote_limits_fill(&r->lim);

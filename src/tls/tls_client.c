@@ -19,7 +19,7 @@ struct tls_client {
 };
 
 /* tls_client_new - TLS 1.2+ client context with the system trust store */
-struct tls_client *tls_client_new(char *err, size_t errlen)
+struct tls_client *tls_client_new(const char *ca_file, char *err, size_t errlen)
 {
 	SSL_CTX *ctx = SSL_CTX_new(TLS_client_method());
 	if (ctx == NULL) {
@@ -32,8 +32,18 @@ struct tls_client *tls_client_new(char *err, size_t errlen)
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION);
 	/* the result is logged even when it is not enforced; a missing trust
 	 * store only makes every result "unable to get local issuer" */
-	if (SSL_CTX_set_default_verify_paths(ctx) != 1)
+	if (ca_file) {
+		/* "verify" destinations are checked against the operator's CAs */
+		if (SSL_CTX_load_verify_locations(ctx, ca_file, NULL) != 1) {
+			char e[200];
+			tls_error_string(e, sizeof(e));
+			snprintf(err, errlen, "smtp_tls_ca_file %s: %s", ca_file, e);
+			SSL_CTX_free(ctx);
+			return NULL;
+		}
+	} else if (SSL_CTX_set_default_verify_paths(ctx) != 1) {
 		ERR_clear_error();
+	}
 	SSL_CTX_set_verify(ctx, SSL_VERIFY_NONE, NULL);
 	struct tls_client *t = xcalloc(1, sizeof(*t));
 	t->ctx = ctx;

@@ -27,8 +27,9 @@
 
 struct tls_client;
 
-/* tls_client_new - a context; NULL with err set when OpenSSL fails */
-struct tls_client *tls_client_new(char *err, size_t errlen);
+/* tls_client_new - a context trusting ca_file (PEM), or the system store
+ * when NULL; NULL with err set when OpenSSL fails or ca_file is unusable */
+struct tls_client *tls_client_new(const char *ca_file, char *err, size_t errlen);
 void tls_client_free(struct tls_client *t);
 /* tls_client_ssl - an SSL in connect state on fd; servername may be NULL
  * (address literal: no SNI, no name check). verify: 1 makes a certificate

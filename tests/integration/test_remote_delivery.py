@@ -347,3 +347,75 @@ def test_postfix_as_relayhost(world, postfix, tmp_path):
         rc = t.stop()
         world.daemons.remove(t)
         assert rc == 0 and sanitizer_report(t.log()) is None, t.log()[-3000:]
+
+
+# --- outbound TLS policy (smtp_tls_policy, smtp_tls_policy_map, smtp_tls_ca_file)
+
+def _policy_sender(world, tmp_path, name, **opts):
+    t = RemoteTernd(str(tmp_path / name), name, dns_resolver=world.nsd.resolver, smtp_port=world.port,
+                    retry_min="1s", retry_max="2s", **opts)
+    os.makedirs(str(tmp_path / name), exist_ok=True)
+    world.daemons.append(t)
+    t.start()
+    return t
+
+
+def _stop(world, t):
+    rc = t.stop()
+    world.daemons.remove(t)
+    assert rc == 0 and sanitizer_report(t.log()) is None, t.log()[-3000:]
+
+
+def _submit(t, rcpt):
+    mid = f"{uuid.uuid4().hex}@example.test"
+    with smtplib.SMTP("127.0.0.1", t.port, timeout=20) as s:
+        s.sendmail("alice@example.test", [rcpt], make_message(mid, to=rcpt))
+    return mid
+
+
+def test_tls_verify_against_the_configured_ca(world, tmp_path):
+    """verify: the receiver's certificate checks out against smtp_tls_ca_file
+    (its own self-signed certificate is the CA here): delivered under TLS."""
+    ca = os.path.join(world.root, "receiver", "cert.pem")
+    t = _policy_sender(world, tmp_path, "verifier", smtp_tls_policy_map="remote.test:verify",
+                       smtp_tls_ca_file=ca)
+    try:
+        mid = _submit(t, "user@remote.test")
+        m = wait_log(t, r"event=smtp_result [^\n]*status=sent[^\n]*")
+        assert "tls=" in m.group(0), m.group(0)
+        assert wait_log(t, r"event=tls_out [^\n]*verify=ok").group(0)
+        wait_for(lambda: files_with(world.receiver.messages("user", domain="remote.test"), mid), timeout=20,
+                 what="verified delivery")
+    finally:
+        _stop(world, t)
+
+
+def test_tls_verify_with_a_wrong_ca_defers(world, tmp_path):
+    """verify: a certificate that does not chain to smtp_tls_ca_file stops the
+    delivery (deferred, never sent in plain text)."""
+    other_dir = tmp_path / "otherca"
+    other_dir.mkdir()
+    ca, _ = self_signed_cert(str(other_dir), "someone.else.test")
+    t = _policy_sender(world, tmp_path, "strict", smtp_tls_policy="verify", smtp_tls_ca_file=ca)
+    try:
+        mid = _submit(t, "user@remote.test")
+        m = wait_log(t, r"event=smtp_result [^\n]*status=deferred[^\n]*")
+        assert "status=sent" not in t.log()
+        time.sleep(1)
+        assert not files_with(world.receiver.messages("user", domain="remote.test"), mid)
+    finally:
+        _stop(world, t)
+
+
+def test_tls_encrypt_to_a_peer_without_starttls_defers(world, tmp_path, postfix):
+    """encrypt: Postfix here offers no STARTTLS, so the mail waits (deferred)
+    instead of going out in plain text."""
+    t = _policy_sender(world, tmp_path, "encrypter", smtp_tls_policy_map="postfix.test:encrypt")
+    try:
+        mid = _submit(t, "user@postfix.test")
+        m = wait_log(t, r"event=smtp_result [^\n]*status=deferred[^\n]*")
+        assert "TLS" in m.group(0) or "tls" in m.group(0), m.group(0)
+        time.sleep(1)
+        assert not files_with(postfix.messages(), mid)
+    finally:
+        _stop(world, t)
