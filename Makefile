@@ -24,7 +24,7 @@ PYTEST_ARGS  ?=
 export ASAN_OPTIONS  ?= detect_leaks=1:abort_on_error=1
 export UBSAN_OPTIONS ?= print_stacktrace=1:halt_on_error=1
 
-.PHONY: all deps build-deps run test unit fuzz fuzz-short integration check-config clean distclean
+.PHONY: all deps build-deps run test unit fuzz fuzz-short integration check-config check-tls clean distclean bench
 
 # --- build -------------------------------------------------------------------
 
@@ -74,6 +74,7 @@ test: deps
 	$(MAKE) --no-print-directory unit || failed="$$failed unit"; \
 	$(MAKE) --no-print-directory fuzz-short || failed="$$failed fuzz-short"; \
 	$(MAKE) --no-print-directory integration || failed="$$failed integration"; \
+	$(MAKE) --no-print-directory check-tls || failed="$$failed check-tls"; \
 	if [ -n "$$failed" ]; then echo "make test: FAILED:$$failed" >&2; exit 1; fi; \
 	echo "make test: all passed"
 
@@ -99,6 +100,12 @@ integration: $(BUILD_ASAN)/build.ninja
 	ninja -C $(BUILD_ASAN) ternd ternctl
 	TERND=$(BUILD_ASAN)/ternd TERNCTL=$(BUILD_ASAN)/ternctl \
 		$(PYTHON) -m pytest -v -p no:cacheprovider tests/integration $(PYTEST_ARGS)
+
+# check-tls - testssl against the STARTTLS and implicit-TLS ports; fails on
+# any HIGH or CRITICAL finding about the server (about 80 s)
+check-tls: $(BUILD_ASAN)/build.ninja
+	ninja -C $(BUILD_ASAN) ternd ternctl
+	scripts/check-tls.sh $(BUILD_ASAN)/ternd
 
 # --- cleaning ----------------------------------------------------------------
 

@@ -28,6 +28,7 @@ PACKAGES=(
 	openssl            # dev certificate
 	nsd                # authoritative DNS for end-to-end tests
 	postfix            # smtp-source/smtp-sink: benchmarks and a peer MTA in tests
+	testssl.sh         # TLS audit of the STARTTLS and implicit-TLS ports (make check-tls)
 )
 
 # The subset `make` needs to compile build/ternd and build/ternctl.

@@ -405,3 +405,37 @@ def test_hide_client_address_in_received(ternd_factory, tern_root):
     assert rec and "ESMTPSA" in rec[0], rec
     assert "127.0.0.1" not in rec[0], \
         f"hide_client_address=yes but the client address is in Received: {rec[0]!r}"
+
+
+# --- hostile AUTH PLAIN forms -------------------------------------------------
+
+def test_auth_plain_authzid_cannot_impersonate(ternd_factory, tern_root):
+    """authzid=bob with alice's credentials must not make the session bob's."""
+    t = tls_ternd(ternd_factory, tern_root)
+    c = TLSRaw(t.subs_port)
+    try:
+        c.ehlo()
+        tok = base64.b64encode(f"bob@example.test\0{ALICE}\0{ALICE_PW}".encode()).decode()
+        code, text = c.cmd(f"AUTH PLAIN {tok}")
+        if code == 235:
+            code, text = c.cmd("MAIL FROM:<bob@example.test>")
+            assert code == 553, \
+                f"authzid=bob with alice's password let alice send as bob: {code} {text!r}"
+        else:
+            assert code in (535, 501, 504), (code, text)
+        # Malformed base64 and a cancelled exchange are syntax errors, not crashes.
+        c2 = TLSRaw(t.subs_port)
+        try:
+            c2.ehlo()
+            code, text = c2.cmd("AUTH PLAIN !!!notbase64!!!")
+            assert code == 501, (code, text)
+            code, text = c2.cmd("AUTH LOGIN")
+            assert code == 334, (code, text)
+            code, text = c2.cmd("*")
+            assert code == 501, f"cancelled AUTH LOGIN: {code} {text!r}"
+            code, text = c2.auth_plain(ALICE, ALICE_PW)
+            assert code == 235, (code, text)
+        finally:
+            c2.close()
+    finally:
+        c.close()
