@@ -58,6 +58,7 @@ static const struct conf_param conf_params[] = {
 	{"rate_limit_user", CONF_TYPE_UINT, F(rate_limit_user), "0", "messages per hour per authenticated user (0 = no limit)"},
 	{"rate_limit_ip", CONF_TYPE_UINT, F(rate_limit_ip), "0", "messages per hour per client address (0 = no limit)"},
 	{"hide_client_address", CONF_TYPE_BOOL, F(hide_client_address), "no", "leave the client's address out of Received for authenticated submissions"},
+	{"relayhost_auth_file", CONF_TYPE_PATH, F(relayhost_auth_file), NULL, "\"user:password\" for AUTH at the relayhost (one line, keep it owner-only); sent only under TLS"},
 	{"smtp_tls_policy", CONF_TYPE_STRING, F(smtp_tls_policy), "may", "outbound TLS: none, may (opportunistic), encrypt (required) or verify (required, certificate checked)"},
 	{"smtp_tls_policy_map", CONF_TYPE_LIST, F(smtp_tls_policy_map), "", "per-destination outbound TLS: domain:policy, ..."},
 	{"smtp_tls_ca_file", CONF_TYPE_PATH, F(smtp_tls_ca_file), NULL, "CA certificates (PEM) for verify; default: the system store"},

@@ -70,6 +70,7 @@ struct conf {
 	char *smtp_tls_policy;
 	struct conf_list smtp_tls_policy_map;
 	char *smtp_tls_ca_file;
+	char *relayhost_auth_file;
 	char *log_level;
 };
 

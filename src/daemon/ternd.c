@@ -21,6 +21,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -337,6 +338,8 @@ int main(int argc, char **argv)
 	if (t.conf_path == NULL || optind != argc)
 		usage();
 	log_init("ternd", LOG_LEVEL_INFO);
+	/* a core dump would hold passwords from AUTH and private keys */
+	prctl(PR_SET_DUMPABLE, 0, 0, 0, 0);
 	t.conf = ternd_load_conf(&t);
 	if (t.conf == NULL)
 		return 1;
