@@ -110,7 +110,7 @@ static struct lookup_tables *ternd_load_tables(const struct conf *c)
 }
 
 /* ternd_raise_nofile - every connection is a descriptor: take all we may */
-static void ternd_raise_nofile(void)
+static unsigned long ternd_raise_nofile(void)
 {
 	struct rlimit rl;
 	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
@@ -122,7 +122,9 @@ static void ternd_raise_nofile(void)
 		log_begin(&l, LOG_LEVEL_INFO, "limits");
 		log_kvi(&l, "nofile", (long long)rl.rlim_cur);
 		log_end(&l);
+		return rl.rlim_cur == RLIM_INFINITY ? 0 : (unsigned long)rl.rlim_cur;
 	}
+	return 0;
 }
 
 static void ternd_on_accept(void *arg, struct listener *l, int fd, const struct sockaddr_storage *peer,
@@ -363,7 +365,7 @@ int main(int argc, char **argv)
 	if (t.srv.tables == NULL)
 		return 1;
 	signal(SIGPIPE, SIG_IGN);
-	ternd_raise_nofile();
+	t.srv.fd_limit = ternd_raise_nofile();
 	if (t.conf->tls_cert) {
 		/* read the key while still privileged: it may be readable by root only */
 		char terr[512];

@@ -15,10 +15,20 @@
  * place, the pump (remote_pump_cb), never deep inside a callback; a
  * connection frees itself only at the top of its own event callbacks.
  *
+ * Relayhost AUTH: relayhost_auth_file ("user:password", one line, owner-
+ * only) is read at remote_new and at every remote_set_conf. Credentials go
+ * only to connections to the relayhost, whose TLS policy is then raised to
+ * "encrypt" at least (smtp_client also refuses AUTH without TLS). A file
+ * that is set but unusable defers relayhost mail (4.7.0) rather than
+ * sending it unauthenticated. The password is wiped when replaced or freed
+ * and never logged.
+ *
  * Trusts: DNS answers and server replies are parsed by dns.c and
  * smtp_client.c; what reaches the logs goes through log.c's escaping.
+ * The auth file is trusted only after its owner-only mode is checked.
  * Implements: RFC 5321 5.1 (MX order, own-host rule), 4.5.4.1 (try the
- * other addresses), RFC 3207 / RFC 7435 (STARTTLS, opportunistic).
+ * other addresses), RFC 3207 / RFC 7435 (STARTTLS, opportunistic),
+ * RFC 4954 (AUTH toward the relayhost, through smtp_client).
  */
 #include "deliver/remote.h"
 
@@ -29,11 +39,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
+#include <openssl/crypto.h>
 #include <openssl/err.h>
 
 #include "core/buf.h"
@@ -50,6 +63,8 @@
 #define REMOTE_OUT_HIGH (256 * 1024) /* pause content above this much unsent output */
 #define REMOTE_TEXT_MAX 1024
 #define REMOTE_RELAY_MAX 600         /* "name[addr]:port" */
+#define REMOTE_AUTH_FILE_MAX 1024    /* "user:password\n": 255 + 1 + 255 + line end, with room */
+#define REMOTE_AUTH_FIELD_MAX 255    /* RFC 4616 */
 
 struct rmsg {
 	struct envelope env;
@@ -146,6 +161,9 @@ struct remote {
 	struct rdest *dests;
 	size_t nconns;
 	struct event *ev_pump;
+	/* relayhost credentials from relayhost_auth_file */
+	char *auth_user, *auth_pass; /* NULL: none (no file, or unusable) */
+	char auth_err[256];          /* set: the file is configured but unusable */
 };
 
 /* ---- names ---- */
@@ -712,6 +730,7 @@ static void rconn_result_text(const struct rconn *c, const struct smtp_client_rc
 		[SMTP_CLIENT_STAGE_DATA] = "DATA command",
 		[SMTP_CLIENT_STAGE_CONTENT] = "end of DATA command",
 		[SMTP_CLIENT_STAGE_LOCAL] = "local check",
+		[SMTP_CLIENT_STAGE_AUTH] = "AUTH command",
 	};
 	if (!rr->remote) {
 		snprintf(out, outlen, "%s", rr->text[0] ? rr->text : "delivery failed");
@@ -843,6 +862,11 @@ static void rconn_params(struct rconn *c, struct smtp_client_params *p)
 	p->nrcpt_idx = c->job->n;
 	p->size = c->job->msg->env.content_size;
 	p->timeouts = c->r->lim.timeouts;
+	/* the relayhost's credentials go to the relayhost only */
+	if (c->d->relay && c->r->auth_user) {
+		p->auth_user = c->r->auth_user;
+		p->auth_pass = c->r->auth_pass;
+	}
 	c->job->pos = 0;
 }
 
@@ -1228,6 +1252,10 @@ static void rconn_new(struct rdest *d, struct rjob *j)
 	c->fd = -1;
 	c->job = j;
 	c->pol = r->pol_fn ? r->pol_fn(r->pol_arg, d->key) : remote_conf_policy(r->conf, d->key);
+	/* a password must not depend on opportunistic TLS: at least "encrypt"
+	 * (never "may", whose plain-text retry would then just defer anyway) */
+	if (d->relay && r->auth_user && c->pol < REMOTE_TLS_ENCRYPT)
+		c->pol = REMOTE_TLS_ENCRYPT;
 	strbuf_init(&c->out);
 	c->timer = evtimer_new(r->base, rconn_on_timeout, c);
 	c->next = d->conns;
@@ -1318,6 +1346,16 @@ static void remote_hook(void *arg, struct sched *s, const struct envelope *env, 
 	env_copy(&m->env, env);
 	m->fd = -1;
 	m->refs = 1;
+	if (r->auth_err[0] && r->conf->relayhost && *r->conf->relayhost) {
+		/* never fall back to sending without the configured AUTH */
+		char text[REMOTE_TEXT_MAX];
+		snprintf(text, sizeof(text), "relayhost_auth_file unusable: %s", r->auth_err);
+		char dsn[] = "4.7.0";
+		for (size_t i = 0; i < n; i++)
+			remote_report(r, m, idx[i], SCHED_RESULT_TEMPFAIL, dsn, text, NULL, NULL);
+		rmsg_unref(m);
+		return;
+	}
 	unsigned char *done = xcalloc(n ? n : 1, 1);
 	size_t *group = xcalloc(n ? n : 1, sizeof(*group));
 	for (size_t i = 0; i < n; i++) {
@@ -1375,6 +1413,128 @@ static void remote_limits_fill(struct remote_limits *l)
 		l->timeouts.idle = 5;
 }
 
+/* remote_auth_clear - forget the relayhost credentials, wiping them */
+static void remote_auth_clear(struct remote *r)
+{
+	if (r->auth_pass) {
+		OPENSSL_cleanse(r->auth_pass, strlen(r->auth_pass));
+		free(r->auth_pass);
+	}
+	if (r->auth_user) {
+		OPENSSL_cleanse(r->auth_user, strlen(r->auth_user));
+		free(r->auth_user);
+	}
+	r->auth_user = r->auth_pass = NULL;
+	r->auth_err[0] = '\0';
+}
+
+/* auth_field_ok - 1..255 octets, no control characters */
+static int auth_field_ok(const char *s, size_t n)
+{
+	if (n == 0 || n > REMOTE_AUTH_FIELD_MAX)
+		return 0;
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+			return 0;
+	return 1;
+}
+
+/* remote_auth_read - read "user:password" from path; 0, or -1 with err
+ * set (err never quotes the file's content: it holds the password) */
+static int remote_auth_read(const char *path, char **user, char **pass, char *err, size_t errlen)
+{
+	char buf[REMOTE_AUTH_FILE_MAX + 1];
+	int fd = open(path, O_RDONLY | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
+	if (fd < 0) {
+		snprintf(err, errlen, "%s: %s", path, strerror(errno));
+		return -1;
+	}
+	struct stat st;
+	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+		snprintf(err, errlen, "%s: not a regular file", path);
+		close(fd);
+		return -1;
+	}
+	/* a password others can read is already lost: refuse, like ssh */
+	if (st.st_mode & 077) {
+		snprintf(err, errlen, "%s: readable by group or others (mode %03o): must be owner-only", path,
+			 (unsigned)(st.st_mode & 0777));
+		close(fd);
+		return -1;
+	}
+	size_t len = 0;
+	for (;;) {
+		ssize_t k = read(fd, buf + len, sizeof(buf) - len);
+		if (k < 0 && errno == EINTR)
+			continue;
+		if (k < 0) {
+			snprintf(err, errlen, "%s: %s", path, strerror(errno));
+			close(fd);
+			OPENSSL_cleanse(buf, sizeof(buf));
+			return -1;
+		}
+		if (k == 0 || (len += (size_t)k) == sizeof(buf))
+			break;
+	}
+	close(fd);
+	int rc = -1;
+	size_t end = len;
+	if (len > REMOTE_AUTH_FILE_MAX) {
+		snprintf(err, errlen, "%s: longer than %d bytes", path, REMOTE_AUTH_FILE_MAX);
+		goto out;
+	}
+	/* one line: an optional final LF (or CRLF), nothing after it */
+	const char *nl = memchr(buf, '\n', len);
+	if (nl) {
+		if ((size_t)(nl - buf) != len - 1) {
+			snprintf(err, errlen, "%s: more than one line", path);
+			goto out;
+		}
+		end = (size_t)(nl - buf);
+		if (end > 0 && buf[end - 1] == '\r')
+			end--;
+	}
+	const char *colon = memchr(buf, ':', end);
+	if (colon == NULL) {
+		snprintf(err, errlen, "%s: expected one line \"user:password\"", path);
+		goto out;
+	}
+	size_t ulen = (size_t)(colon - buf), plen = end - ulen - 1;
+	if (!auth_field_ok(buf, ulen) || !auth_field_ok(colon + 1, plen)) {
+		snprintf(err, errlen, "%s: user and password must be 1 to %d printable bytes", path,
+			 REMOTE_AUTH_FIELD_MAX);
+		goto out;
+	}
+	*user = xstrndup(buf, ulen);
+	*pass = xstrndup(colon + 1, plen);
+	rc = 0;
+out:
+	OPENSSL_cleanse(buf, sizeof(buf));
+	return rc;
+}
+
+/* remote_auth_load - (re)read relayhost_auth_file; an unusable file is
+ * logged once here and defers relayhost mail until it is fixed */
+static void remote_auth_load(struct remote *r, const struct conf *conf)
+{
+	remote_auth_clear(r);
+	const char *path = conf->relayhost_auth_file;
+	if (path == NULL || *path == '\0')
+		return;
+	char err[sizeof(r->auth_err)];
+	if (remote_auth_read(path, &r->auth_user, &r->auth_pass, err, sizeof(err)) < 0) {
+		snprintf(r->auth_err, sizeof(r->auth_err), "%s", err);
+		struct log_line l;
+		log_begin(&l, LOG_LEVEL_ERR, "relayhost_auth_file");
+		log_kv(&l, "error", err);
+		log_kv(&l, "action", "relayhost mail deferred");
+		log_end(&l);
+		return;
+	}
+	if (conf->relayhost == NULL || *conf->relayhost == '\0')
+		log_event(LOG_LEVEL_WARN, "relayhost_auth_file", "set without relayhost: not used");
+}
+
 struct remote *remote_new(struct event_base *base, const struct conf *conf, struct queue *q, struct sched *s,
 			  char *err, size_t errlen)
 {
@@ -1393,6 +1553,7 @@ struct remote *remote_new(struct event_base *base, const struct conf *conf, stru
 	if (r->tls == NULL)
 		log_event(LOG_LEVEL_WARN, "tls_out", "no TLS client context (%s): delivering in plain text", terr);
 	remote_limits_fill(&r->lim);
+	remote_auth_load(r, conf);
 	r->ev_pump = event_new(base, -1, 0, remote_pump_cb, r);
 	sched_set_remote(s, remote_hook, r);
 	return r;
@@ -1414,6 +1575,8 @@ void remote_set_conf(struct remote *r, const struct conf *conf)
 		}
 	}
 	r->conf = conf;
+	/* sessions in progress keep their own copy of the old credentials */
+	remote_auth_load(r, conf);
 	remote_kick(r);
 }
 
@@ -1455,5 +1618,6 @@ void remote_free(struct remote *r)
 		dns_free(r->old_dns[i]);
 	free(r->old_dns);
 	tls_client_free(r->tls);
+	remote_auth_clear(r);
 	free(r);
 }

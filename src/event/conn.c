@@ -709,12 +709,25 @@ static void conn_refuse(int fd, enum smtp_reply_id id, const char *addr, const c
 	log_end(&l);
 }
 
+/* conn_fd_reserve - descriptors kept free for work on accepted sessions */
+static unsigned long conn_fd_reserve(unsigned long limit)
+{
+	return limit >= 1024 ? 128 : limit / 4;
+}
+
 /* conn_start - checks limits, then a session for the socket */
 static void conn_start(struct conn_server *srv, int fd, int kind, const char *addr, int trusted)
 {
 	const struct conf *conf = srv->conf;
 	if (srv->shutting_down) {
 		conn_refuse(fd, SMTP_R_SHUTDOWN, addr, "shutting down");
+		return;
+	}
+	/* keep descriptors back for the queue files, Maildirs and outbound
+	 * connections that accepted sessions will need: past the mark, new
+	 * clients get 421 rather than starving the ones already in */
+	if (srv->fd_limit > 0 && (unsigned long)fd >= srv->fd_limit - conn_fd_reserve(srv->fd_limit)) {
+		conn_refuse(fd, SMTP_R_TOO_MANY_CONNS, addr, "file descriptors reserved");
 		return;
 	}
 	if (srv->nconns >= conf->max_connections) {

@@ -44,6 +44,7 @@ struct conn_server {
 	size_t nconns;
 	struct conn_iptab *iptab;     /* connections per client address */
 	unsigned long long next_id;
+	unsigned long fd_limit;       /* RLIMIT_NOFILE; part of it is kept in reserve */
 	int shutting_down;
 	void (*on_idle)(struct conn_server *srv); /* called when nconns drops to 0 while shutting down */
 };

@@ -20,7 +20,12 @@
  * queue but are checked for CR, LF and NUL before going into a command.
  * Implements: RFC 5321 3.3, 4.1.1, 4.1.4, 4.2, 4.5.2, 4.5.3.2; RFC 1870,
  * RFC 6152, RFC 2920, RFC 3030, RFC 3461 4.1-4.4, RFC 3207, RFC 6531 3.4,
- * RFC 6533 3 (utf-8-addr-xtext for ORCPT).
+ * RFC 6533 3 (utf-8-addr-xtext for ORCPT), RFC 4954 4 + RFC 4616 (AUTH
+ * PLAIN with an initial response; LOGIN as a fallback).
+ *
+ * AUTH sits between the (post-STARTTLS) EHLO and the first MAIL: every
+ * path that would start the first transaction goes through auth_or_start,
+ * which refuses to send credentials on a connection without TLS.
  */
 #include "smtp/smtp_client.h"
 
@@ -28,11 +33,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
+#include "auth/sasl.h"
 #include "core/buf.h"
 #include "core/str.h"
 #include "core/xalloc.h"
 
 #define CONTENT_CHUNK 65536 /* bytes read from the queue file at a time; also the BDAT chunk */
+#define AUTH_FIELD_MAX 255  /* RFC 4616: at most 255 octets per field */
+
+/* which AUTH mechanism the session is in */
+enum auth_mech {
+	AUTH_MECH_NONE,
+	AUTH_MECH_PLAIN,  /* AUTH PLAIN <initial response>: one reply */
+	AUTH_MECH_LOGIN,  /* AUTH LOGIN, 334 user, 334 password, 235 */
+};
 
 struct smtp_client {
 	enum smtp_client_state state;
@@ -48,6 +64,11 @@ struct smtp_client {
 	struct smtp_replyparse rp;
 	struct smtp_rep rep; /* the reply being handled */
 	struct strbuf out;   /* commands and stuffed content being composed */
+	char *auth_user;     /* NULL: no AUTH */
+	char *auth_pass;     /* wiped at free */
+	int authed;          /* 235 received on this connection */
+	enum auth_mech mech;
+	int login_step;      /* LOGIN: responses sent after AUTH LOGIN (0, 1, 2) */
 
 	/* the message */
 	struct smtp_client_timeouts to;
@@ -103,6 +124,7 @@ const char *smtp_client_stage_str(enum smtp_client_stage s)
 	case SMTP_CLIENT_STAGE_DATA: return "data";
 	case SMTP_CLIENT_STAGE_CONTENT: return "content";
 	case SMTP_CLIENT_STAGE_LOCAL: return "local";
+	case SMTP_CLIENT_STAGE_AUTH: return "auth";
 	}
 	return "?";
 }
@@ -127,6 +149,7 @@ const char *smtp_client_state_str(enum smtp_client_state s)
 	case SMTP_CLIENT_S_HELO: return "helo";
 	case SMTP_CLIENT_S_STARTTLS: return "starttls";
 	case SMTP_CLIENT_S_TLS: return "tls";
+	case SMTP_CLIENT_S_AUTH: return "auth";
 	case SMTP_CLIENT_S_MAIL: return "mail";
 	case SMTP_CLIENT_S_RCPT: return "rcpt";
 	case SMTP_CLIENT_S_DATA: return "data";
@@ -151,6 +174,7 @@ static enum smtp_client_stage state_stage(enum smtp_client_state s)
 	case SMTP_CLIENT_S_HELO: return SMTP_CLIENT_STAGE_EHLO;
 	case SMTP_CLIENT_S_STARTTLS:
 	case SMTP_CLIENT_S_TLS: return SMTP_CLIENT_STAGE_STARTTLS;
+	case SMTP_CLIENT_S_AUTH: return SMTP_CLIENT_STAGE_AUTH;
 	case SMTP_CLIENT_S_MAIL: return SMTP_CLIENT_STAGE_MAIL;
 	case SMTP_CLIENT_S_RCPT:
 	case SMTP_CLIENT_S_DRAIN: return SMTP_CLIENT_STAGE_RCPT;
@@ -168,6 +192,7 @@ static const char *stage_phrase(enum smtp_client_state s)
 	case SMTP_CLIENT_S_HELO: return "while sending EHLO/HELO";
 	case SMTP_CLIENT_S_STARTTLS:
 	case SMTP_CLIENT_S_TLS: return "while starting TLS";
+	case SMTP_CLIENT_S_AUTH: return "while authenticating";
 	case SMTP_CLIENT_S_MAIL: return "while sending MAIL FROM";
 	case SMTP_CLIENT_S_RCPT: return "while sending RCPT TO";
 	case SMTP_CLIENT_S_DATA: return "while sending DATA command";
@@ -188,7 +213,8 @@ unsigned smtp_client_timeout_secs(const struct smtp_client *c)
 	case SMTP_CLIENT_S_EHLO:
 	case SMTP_CLIENT_S_HELO:
 	case SMTP_CLIENT_S_STARTTLS:
-	case SMTP_CLIENT_S_TLS: return t->helo;
+	case SMTP_CLIENT_S_TLS:
+	case SMTP_CLIENT_S_AUTH: return t->helo;
 	case SMTP_CLIENT_S_MAIL: return t->mail;
 	case SMTP_CLIENT_S_RCPT:
 	case SMTP_CLIENT_S_DRAIN: return t->rcpt;
@@ -614,6 +640,154 @@ static void send_hello(struct smtp_client *c, const char *verb, enum smtp_client
 	send_out(c);
 }
 
+/* ---- AUTH (RFC 4954) ---- */
+
+/* auth_fail - AUTH cannot or did not succeed: every open recipient
+ * TEMPFAIL at stage AUTH (a credentials problem is ours to fix, never the
+ * sender's bounce), then QUIT; the text must never contain the password */
+static void auth_fail(struct smtp_client *c, const char *text)
+{
+	fail_unsettled(c, SMTP_CLIENT_TEMPFAIL, SMTP_CLIENT_STAGE_AUTH, "4.7.0", text);
+	c->session_error = 1;
+	tx_finish(c, 0);
+	send_cmd(c, "QUIT");
+	c->state = SMTP_CLIENT_S_QUIT;
+}
+
+/* auth_offers - 1 when the EHLO AUTH list names mech */
+static int auth_offers(const struct smtp_client *c, const char *mech)
+{
+	size_t n = strlen(mech);
+	const char *p = c->caps.auth;
+
+	while (*p) {
+		while (*p == ' ')
+			p++;
+		size_t k = strcspn(p, " ");
+		if (k == n && memcmp(p, mech, n) == 0)
+			return 1;
+		p += k;
+	}
+	return 0;
+}
+
+/* auth_send_b64 - write "prefix" + base64(raw) + CRLF straight to the
+ * driver from a stack buffer, then wipe it: the encoded secret never
+ * lands in c->out, whose reallocations could leave copies behind */
+static void auth_send_b64(struct smtp_client *c, const char *prefix, const unsigned char *raw, size_t n)
+{
+	char line[32 + 4 * ((2 * AUTH_FIELD_MAX + 2 + 2) / 3) + 4];
+	size_t k = strlen(prefix);
+
+	memcpy(line, prefix, k);
+	k += sasl_b64_encode(raw, n, line + k);
+	memcpy(line + k, "\r\n", 2);
+	(void)c->ops.write(c->ctx, line, k + 2);
+	OPENSSL_cleanse(line, sizeof(line));
+}
+
+/* auth_send_plain - AUTH PLAIN with the initial response "\0user\0pass"
+ * (RFC 4616 2: empty authzid, act as the authentication identity) */
+static void auth_send_plain(struct smtp_client *c)
+{
+	unsigned char raw[2 * AUTH_FIELD_MAX + 2];
+	size_t u = strlen(c->auth_user), w = strlen(c->auth_pass);
+
+	raw[0] = '\0';
+	memcpy(raw + 1, c->auth_user, u);
+	raw[1 + u] = '\0';
+	memcpy(raw + 2 + u, c->auth_pass, w);
+	auth_send_b64(c, "AUTH PLAIN ", raw, u + w + 2);
+	OPENSSL_cleanse(raw, sizeof(raw));
+}
+
+/* auth_or_start - before the first MAIL of a connection: authenticate
+ * when credentials were given, then the message */
+static void auth_or_start(struct smtp_client *c)
+{
+	char text[SMTP_CLIENT_TEXT_MAX];
+
+	if (!c->auth_user || c->authed) {
+		tx_start(c);
+		return;
+	}
+	/* credentials in plain text could be read (or, after a stripped
+	 * STARTTLS, handed to an attacker): never, whatever the TLS policy */
+	if (!c->tls) {
+		snprintf(text, sizeof(text), "relayhost requires TLS for AUTH: no TLS session with host %s",
+			 host_name(c));
+		auth_fail(c, text);
+		return;
+	}
+	if (!(c->caps.flags & SMTP_CAP_AUTH)) {
+		snprintf(text, sizeof(text), "relayhost offers no AUTH: host %s", host_name(c));
+		auth_fail(c, text);
+		return;
+	}
+	c->login_step = 0;
+	if (auth_offers(c, "PLAIN")) {
+		c->mech = AUTH_MECH_PLAIN;
+		auth_send_plain(c);
+	} else if (auth_offers(c, "LOGIN")) {
+		c->mech = AUTH_MECH_LOGIN;
+		send_cmd(c, "AUTH LOGIN");
+	} else {
+		snprintf(text, sizeof(text), "relayhost offers no AUTH mechanism we support (PLAIN, LOGIN): host %s offers %s",
+			 host_name(c), c->caps.auth);
+		auth_fail(c, text);
+		return;
+	}
+	c->state = SMTP_CLIENT_S_AUTH;
+}
+
+/* reply_auth - a reply to AUTH or to one of our LOGIN responses */
+static void reply_auth(struct smtp_client *c)
+{
+	int cls = c->rep.code / 100;
+
+	if (cls == 2) {
+		/* RFC 4954 4: 235; a LOGIN cut short before the password is out of step */
+		if (c->mech == AUTH_MECH_LOGIN && c->login_step < 2) {
+			protocol_error(c, "AUTH accepted before the password");
+			return;
+		}
+		c->authed = 1;
+		c->mech = AUTH_MECH_NONE;
+		tx_start(c);
+		return;
+	}
+	if (cls == 3) {
+		/* 334: only LOGIN asks, twice: the user name, then the password
+		 * (the challenge text is not trusted, only counted) */
+		if (c->rep.code != 334 || c->mech != AUTH_MECH_LOGIN || c->login_step >= 2) {
+			protocol_error(c, "unexpected 3xx reply to AUTH");
+			return;
+		}
+		if (c->login_step == 0)
+			auth_send_b64(c, "", (const unsigned char *)c->auth_user, strlen(c->auth_user));
+		else
+			auth_send_b64(c, "", (const unsigned char *)c->auth_pass, strlen(c->auth_pass));
+		c->login_step++;
+		return;
+	}
+	if (cls != 4 && cls != 5) {
+		protocol_error(c, "unexpected reply to AUTH");
+		return;
+	}
+	/* 535 and friends: temporary for us, like Postfix's SASL defer, so a
+	 * wrong or expired password delays mail instead of bouncing it */
+	for (size_t i = 0; i < c->nres; i++) {
+		if (c->settled[i])
+			continue;
+		set_result_rep(c, i, SMTP_CLIENT_STAGE_AUTH);
+		c->res[i].status = SMTP_CLIENT_TEMPFAIL;
+	}
+	c->session_error = 1;
+	tx_finish(c, 0);
+	send_cmd(c, "QUIT");
+	c->state = SMTP_CLIENT_S_QUIT;
+}
+
 /* after_hello - EHLO/HELO accepted: STARTTLS per policy, or the message */
 static void after_hello(struct smtp_client *c)
 {
@@ -635,7 +809,7 @@ static void after_hello(struct smtp_client *c)
 		session_fail(c, "4.7.4", text, 1);
 		return;
 	}
-	tx_start(c);
+	auth_or_start(c);
 }
 
 /* ---- content ---- */
@@ -914,7 +1088,7 @@ static void reply_starttls(struct smtp_client *c, size_t rest)
 		session_fail_rep(c);
 		return;
 	}
-	tx_start(c); /* opportunistic: go on in plain text */
+	auth_or_start(c); /* opportunistic: go on in plain text (AUTH then refuses) */
 }
 
 /* handle_reply - one complete reply in c->rep; rest: unread input bytes */
@@ -959,6 +1133,9 @@ static void handle_reply(struct smtp_client *c, size_t rest)
 		break;
 	case SMTP_CLIENT_S_STARTTLS:
 		reply_starttls(c, rest);
+		break;
+	case SMTP_CLIENT_S_AUTH:
+		reply_auth(c);
 		break;
 	case SMTP_CLIENT_S_MAIL:
 		reply_mail(c);
@@ -1141,6 +1318,15 @@ static void set_timeouts(struct smtp_client *c, const struct smtp_client_timeout
 	c->to.idle = pick(t->idle, 60);
 }
 
+/* auth_field_ok - a user name or password we can send: 1..255 octets
+ * (RFC 4616 2), no control characters (no NUL to split PLAIN's fields) */
+static int auth_field_ok(const char *s)
+{
+	size_t n = strlen(s);
+
+	return n > 0 && n <= AUTH_FIELD_MAX && clean_str(s);
+}
+
 /* smtp_client_new - a session waiting for the greeting */
 struct smtp_client *smtp_client_new(const struct smtp_client_params *p, const struct smtp_client_ops *ops,
 				    void *ctx)
@@ -1148,9 +1334,16 @@ struct smtp_client *smtp_client_new(const struct smtp_client_params *p, const st
 	if (!p || !ops || !ops->write || !ops->close || !ops->content_read || !ops->done || !p->helo_name ||
 	    !*p->helo_name || !clean_str(p->helo_name) || strchr(p->helo_name, ' '))
 		return NULL;
+	if ((p->auth_user == NULL) != (p->auth_pass == NULL) ||
+	    (p->auth_user && (!auth_field_ok(p->auth_user) || !auth_field_ok(p->auth_pass))))
+		return NULL;
 	struct smtp_client *c = xcalloc(1, sizeof(*c));
 	c->ops = *ops;
 	c->ctx = ctx;
+	if (p->auth_user) {
+		c->auth_user = xstrdup(p->auth_user);
+		c->auth_pass = xstrdup(p->auth_pass);
+	}
 	c->helo_name = xstrdup(p->helo_name);
 	c->remote_host = p->remote_host ? xstrdup(p->remote_host) : NULL;
 	if (c->remote_host && !clean_str(c->remote_host))
@@ -1204,6 +1397,15 @@ void smtp_client_free(struct smtp_client *c)
 		return;
 	free(c->helo_name);
 	free(c->remote_host);
+	/* the relayhost password must not outlive the session in freed memory */
+	if (c->auth_pass) {
+		OPENSSL_cleanse(c->auth_pass, strlen(c->auth_pass));
+		free(c->auth_pass);
+	}
+	if (c->auth_user) {
+		OPENSSL_cleanse(c->auth_user, strlen(c->auth_user));
+		free(c->auth_user);
+	}
 	free(c->res);
 	free(c->settled);
 	free(c->accepted);

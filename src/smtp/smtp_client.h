@@ -45,6 +45,15 @@
  *   smtp_client_state             current state; smtp_client_state_str
  *   smtp_client_caps              the capabilities of the last EHLO
  *   smtp_client_status_str, smtp_client_stage_str, smtp_client_tls_str
+ *
+ * AUTH (RFC 4954): when params carry auth_user/auth_pass, the session
+ * authenticates after the EHLO that follows STARTTLS (PLAIN with an
+ * initial response, RFC 4616; LOGIN when only LOGIN is offered), and only
+ * then sends MAIL. The credentials never go out without TLS: no TLS, AUTH
+ * not offered, no usable mechanism, or a 4xx/5xx answer to AUTH all end
+ * the session with every recipient TEMPFAIL (stage AUTH, session_error),
+ * as Postfix defers rather than bounces on SASL failures. The password is
+ * wiped from the session's memory at smtp_client_free.
  * Trusts: nothing from the server. The envelope is trusted to come from
  * our queue, but addresses are checked for CR, LF and NUL before they are
  * written into a command.
@@ -52,7 +61,7 @@
  * 4.5.3.2 timeouts), RFC 1869, RFC 1870 (SIZE), RFC 6152 (8BITMIME),
  * RFC 2920 (PIPELINING), RFC 3030 (CHUNKING, BINARYMIME), RFC 3461 (DSN
  * parameters), RFC 3463 (enhanced codes), RFC 3207 (STARTTLS), RFC 6531
- * (SMTPUTF8).
+ * (SMTPUTF8), RFC 4954 + RFC 4616 (AUTH PLAIN, client side).
  */
 #ifndef TERN_SMTP_SMTP_CLIENT_H
 #define TERN_SMTP_SMTP_CLIENT_H
@@ -84,6 +93,7 @@ enum smtp_client_stage {
 	SMTP_CLIENT_STAGE_DATA,      /* the DATA command */
 	SMTP_CLIENT_STAGE_CONTENT,   /* sending content, end of data, BDAT */
 	SMTP_CLIENT_STAGE_LOCAL,     /* decided here without asking (e.g. 5.6.7) */
+	SMTP_CLIENT_STAGE_AUTH,      /* AUTH toward a relayhost (RFC 4954) */
 };
 const char *smtp_client_stage_str(enum smtp_client_stage s);
 
@@ -101,6 +111,7 @@ enum smtp_client_state {
 	SMTP_CLIENT_S_HELO,
 	SMTP_CLIENT_S_STARTTLS,  /* sent STARTTLS, waiting for 220 */
 	SMTP_CLIENT_S_TLS,       /* handshake in the driver's hands */
+	SMTP_CLIENT_S_AUTH,      /* sent AUTH (or a LOGIN response), waiting for 334/235 */
 	SMTP_CLIENT_S_MAIL,
 	SMTP_CLIENT_S_RCPT,
 	SMTP_CLIENT_S_DATA,      /* waiting for 354 */
@@ -164,6 +175,11 @@ struct smtp_client_params {
 	uint64_t size;                  /* content size in bytes (for SIZE=) */
 	int prefer_bdat;                /* use BDAT whenever CHUNKING is offered (BINARYMIME always does) */
 	struct smtp_client_timeouts timeouts;
+	/* AUTH credentials (both or neither; copied by smtp_client_new and
+	 * ignored by smtp_client_next: authentication is per connection).
+	 * At most 255 octets each, no control characters. Sent only under TLS. */
+	const char *auth_user;
+	const char *auth_pass;
 };
 
 struct smtp_client_ops {
@@ -189,7 +205,8 @@ struct smtp_client_ops {
  * smtp_client_new - a session for a connection just opened; it waits for
  * the greeting. params (and what it points to) are copied, except env,
  * which must stay valid until ->done. NULL on bad params (no helo_name,
- * no env, a recipient index out of range).
+ * no env, a recipient index out of range, only one of auth_user/auth_pass,
+ * or either of them empty, over 255 octets or with a control character).
  */
 struct smtp_client *smtp_client_new(const struct smtp_client_params *p, const struct smtp_client_ops *ops,
 				    void *ctx);

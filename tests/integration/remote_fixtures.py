@@ -11,6 +11,7 @@ so each receiving peer listens on its own 127.0.0.x with that port.
   Peer(addr, port, behaviour)       scripted SMTP server in a thread
   RemoteTernd(...)                  a Ternd that may listen off 127.0.0.1
   self_signed_cert(dir, name)       PEM certificate and key via openssl(1)
+  ca_signed_cert(dir, name)         a test CA plus a certificate it signed
 
 Only the standard library and pytest; the conftest harness starts ternd.
 """
@@ -198,6 +199,30 @@ def self_signed_cert(d, name):
     return cert, key
 
 
+def ca_signed_cert(d, name, ca_name="Tern Test CA"):
+    """A test CA and a certificate for name (subjectAltName DNS:name)
+    signed by it, under d; returns (ca_cert, cert, key)."""
+    ca_cert, ca_key = os.path.join(d, "ca.pem"), os.path.join(d, "ca.key")
+    cert, key, csr = os.path.join(d, "cert.pem"), os.path.join(d, "key.pem"), os.path.join(d, "cert.csr")
+    ext = os.path.join(d, "ext.cnf")
+    with open(ext, "w") as f:
+        f.write(f"subjectAltName=DNS:{name}\nbasicConstraints=CA:FALSE\n"
+                "keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n")
+    for argv in (
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-days", "2", "-subj", f"/CN={ca_name}", "-addext", "basicConstraints=critical,CA:TRUE",
+         "-addext", "keyUsage=critical,keyCertSign,cRLSign", "-keyout", ca_key, "-out", ca_cert],
+        ["openssl", "req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-subj", f"/CN={name}", "-keyout", key, "-out", csr],
+        ["openssl", "x509", "-req", "-in", csr, "-CA", ca_cert, "-CAkey", ca_key, "-CAcreateserial",
+         "-days", "2", "-extfile", ext, "-out", cert],
+    ):
+        r = subprocess.run(argv, capture_output=True, text=True)
+        assert r.returncode == 0, r.stderr
+    os.chmod(key, 0o644)  # Postfix's smtpd (user postfix) reads it after dropping privileges
+    return ca_cert, cert, key
+
+
 # --- Postfix -----------------------------------------------------------------
 
 class Postfix:
@@ -320,6 +345,53 @@ default_destination_concurrency_limit = 2
             if time.monotonic() > deadline:
                 pytest.fail(f"postfix did not answer on {self.addr}:{self.port}:\n{self.log()}")
             time.sleep(0.1)
+
+    def reconfigure(self, settings, remove=()):
+        """postconf -e each name=value in settings (and -X each name in
+        remove), then SIGHUP the master (what `postfix reload` does), so
+        new smtpd/smtp processes run with the new main.cf."""
+        env = dict(os.environ, MAIL_CONFIG=self.conf_dir)
+        if settings:
+            r = subprocess.run(["postconf", "-c", self.conf_dir, "-e"]
+                               + [f"{k} = {v}" for k, v in settings.items()],
+                               capture_output=True, text=True, env=env)
+            assert r.returncode == 0, r.stdout + r.stderr
+        if remove:
+            r = subprocess.run(["postconf", "-c", self.conf_dir, "-X"] + list(remove),
+                               capture_output=True, text=True, env=env)
+            assert r.returncode == 0, r.stdout + r.stderr
+        if self.proc is not None:
+            import signal
+            n = self.log().count("reload")
+            old = self._children()
+            self.proc.send_signal(signal.SIGHUP)
+            wait_for(lambda: self.log().count("reload") > n, timeout=10, what="postfix to reload")
+            # processes of the old generation (an idle smtpd, qmgr) may take one
+            # more connection or job with the old main.cf: wait them out
+            wait_for(lambda: not (old & self._children()), timeout=15,
+                     what="postfix's old processes to exit after the reload")
+
+    def _children(self):
+        """Pids whose parent is the master."""
+        out = set()
+        for d in os.listdir("/proc"):
+            if not d.isdigit():
+                continue
+            try:
+                with open(f"/proc/{d}/stat") as f:
+                    st = f.read()
+            except OSError:
+                continue
+            if int(st.rsplit(")", 1)[1].split()[1]) == self.proc.pid:
+                out.add(int(d))
+        return out
+
+    def sendmail(self, sender, rcpts, message):
+        """Submit message (bytes) with Postfix's own sendmail(1) -C conf_dir."""
+        env = dict(os.environ, MAIL_CONFIG=self.conf_dir)
+        r = subprocess.run(["/usr/sbin/sendmail", "-C", self.conf_dir, "-f", sender, "-i", "--"]
+                           + list(rcpts), input=message, capture_output=True, env=env, timeout=30)
+        assert r.returncode == 0, (r.stdout + r.stderr).decode("utf-8", "replace")
 
     def messages(self, user="user"):
         out = []

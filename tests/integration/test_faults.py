@@ -2,6 +2,19 @@
 slow and endless-line clients, a low descriptor limit, misbehaving remote
 peers, and kill -9 in rounds.
 
+Tests
+  disk full      queue (and Maildir) on a 2 MiB tmpfs: 452 4.3.1, never a 250
+                 for an unstored message, tmp/ clean, recovery by itself;
+                 Maildir disk full: deferred, flush after freeing, one copy;
+                 queue disk full when a delivery is recorded, then kill -9
+  slow clients   200 one-byte-per-2-s clients vs. one normal client (< 1 s)
+  endless lines  200 x 200 KB without CRLF: 500 5.5.2 each, RSS bounded
+  fd limit       nofile=64: 421 for new sessions, existing ones complete
+  peers          250 then close before QUIT: delivered once; a silent peer
+                 (the 300 s greeting timeout is not configurable: only
+                 "stays queued, prompt shutdown" is checked)
+  kill -9        5 rounds under load: counts printed, no loss, no duplicate
+
 Each test is bounded in time and uses loopback only. The disk-full tests
 mount a small tmpfs and so need root (they skip otherwise). Every ternd is
 stopped by the conftest harness at teardown, which also checks exit status
@@ -392,6 +405,8 @@ def test_endless_lines_get_500_and_memory_stays_bounded(ternd_factory):
 # --- 4. descriptor limit -------------------------------------------------------
 
 def test_fd_limit_refuses_new_but_existing_complete(ternd_factory):
+    if subprocess.run(["which", "prlimit"], capture_output=True).returncode != 0:
+        pytest.skip("prlimit(1) is not installed (util-linux)")
     t = ternd_factory(start=False, max_connections_per_ip="1000")
     t.argv = lambda: ["prlimit", "--nofile=64:64", "--"] + Ternd.argv(t)
     t.start()
@@ -685,3 +700,67 @@ def test_kill9_rounds_no_loss_no_duplicate(ternd_factory):
         assert m.rstrip("\n").endswith(f"END {mid}"), f"torn message {idx[mid][0]}"
     qtmp = os.path.join(t.queue_dir, "tmp")
     assert listdir_or_empty(qtmp) == [], f"queue tmp/ not cleaned: {listdir_or_empty(qtmp)[:5]}"
+
+
+# --- 1b. a full queue disk at the moment a delivery is recorded, then kill -9 ----
+
+def test_full_queue_disk_when_recording_delivery_then_kill9(tmpfs, ternd_factory):
+    """A message for alice (local) and a remote recipient (DNS is dead, so it
+    stays queued) is accepted into the last page of the queue's disk; alice's
+    delivery is deferred (her Maildir's disk is full) and then made (after
+    room there and a flush) while the queue's disk is still full, so neither
+    record can be written. After kill -9 and a restart with room again, alice
+    must not get a second copy."""
+    qfs = tmpfs("qfs", "2m")
+    mfs = tmpfs("mfs", "2m")
+    t = ternd_factory(queue_dir=os.path.join(qfs.path, "queue"),
+                      mail_dir=os.path.join(mfs.path, "mail"))
+    t.mail_dir, t.queue_dir = t.opts["mail_dir"], t.opts["queue_dir"]
+    assert smtp_send(t.port, "warm@example.test")[:2] == ("data", 250)
+    t.wait_messages("alice", 1)
+    mfs.fill()  # alice's delivery will be deferred
+    mid = "record-full@example.test"
+    code, text = None, ""
+    for leave in (4096, 8192, 12288):
+        qfs.free()
+        qfs.fill(leave=leave)  # room for the message file, hardly more
+        c = RawSMTP(t.port)
+        c.ehlo()
+        assert c.cmd("MAIL FROM:<bob@example.test>")[0] == 250
+        assert c.cmd("RCPT TO:<alice@example.test>")[0] == 250
+        assert c.cmd("RCPT TO:<user@remote.test>")[0] == 250
+        assert c.cmd("DATA")[0] == 354
+        c.send(make_message(mid) + ".\r\n")
+        code, text = c.reply()
+        c.close()
+        if code == 250:
+            break
+    assert code == 250, f"could not queue into the last pages: {code} {text}"
+    print(f"\nqueued with {leave} bytes left on the queue's disk")
+    wait_for(lambda: "No space left" in t.ternctl("queue").stdout, timeout=15,
+             what="alice's delivery to be deferred on the full Maildir disk")
+    qfs.fill()   # make sure the queue's disk is full
+    mfs.free()   # and the Maildir's has room
+    r = t.ternctl("queue", "flush")
+    assert r.returncode == 0, r.stdout + r.stderr
+    wait_delivered(t.mail_dir, [mid], timeout=15)
+    time.sleep(0.5)
+    log_before = t.log()
+    t.kill9()
+    qfs.free()
+    t.start()
+    time.sleep(3.0)
+    idx = index_by_msgid(t.mail_dir)
+    rec_failed = [ln for ln in log_before.splitlines() if "record_failed" in ln]
+    print(f"full queue disk at delivery record: copies of {mid} after restart: "
+          f"{len(idx.get(mid, []))}; record failures logged before kill -9:")
+    for ln in rec_failed:
+        print("  ", ln)
+    qid = re.search(r"qid=(\S+) to=alice", "\n".join(rec_failed))
+    if qid:
+        print("after the restart:")
+        for ln in t.log().splitlines():
+            if qid.group(1) in ln:
+                print("  ", ln)
+    assert len(idx[mid]) == 1, (f"alice got {len(idx[mid])} copies after kill -9 "
+                                f"(record failures: {rec_failed})")

@@ -19,12 +19,13 @@ import smtplib
 import tempfile
 import time
 import uuid
+from email import message_from_bytes, policy
 
 import pytest
 
-from conftest import QUEUED_RE, make_message, read_message, sanitizer_report, wait_for
-from remote_fixtures import (Nsd, Peer, Postfix, RemoteTernd, free_port_on, self_signed_cert,
-                             wait_log)
+from conftest import QUEUED_RE, header_values, make_message, read_message, sanitizer_report, wait_for
+from remote_fixtures import (Nsd, Peer, Postfix, RemoteTernd, ca_signed_cert, free_port_on,
+                             self_signed_cert, wait_log)
 
 ZONE = """
 remote        MX 10 mx1.remote.test.
@@ -419,3 +420,163 @@ def test_tls_encrypt_to_a_peer_without_starttls_defers(world, tmp_path, postfix)
         assert not files_with(postfix.messages(), mid)
     finally:
         _stop(world, t)
+
+
+# --- delivery status notifications (RFC 3464) end to end ----------------------
+
+def _dsn_for(t, mid, timeout=20.0):
+    """The DSN in t's Maildir for alice@example.test whose returned headers
+    carry Message-ID mid: (path, email.message.EmailMessage)."""
+    def find():
+        for p in t.messages("alice"):
+            with open(p, "rb") as f:
+                raw = f.read()
+            if mid.encode() in raw and b"multipart/report" in raw:
+                return p, message_from_bytes(raw, policy=policy.default)
+        return None
+    return wait_for(find, timeout=timeout, what=f"a DSN about {mid} for alice")
+
+
+def _dsn_parts(msg):
+    """(human part, delivery-status fields of the first recipient, per-message
+    fields, returned-headers part) of a multipart/report."""
+    assert msg.get_content_type() == "multipart/report", msg.get_content_type()
+    assert msg.get_param("report-type") == "delivery-status", msg["Content-Type"]
+    parts = list(msg.iter_parts())
+    assert len(parts) == 3, [p.get_content_type() for p in parts]
+    assert parts[0].get_content_type() == "text/plain"
+    assert parts[1].get_content_type() == "message/delivery-status"
+    # the email package parses message/delivery-status as a list of header blocks
+    blocks = parts[1].get_payload()
+    assert len(blocks) >= 2, blocks
+    return parts[0], blocks[1], blocks[0], parts[2]
+
+
+def test_permanent_failure_returns_a_dsn_to_the_sender(world):
+    peer = Peer("127.0.0.6", world.port, lambda n: {"rcpt": "550 5.1.1 no such user here"})
+    rcpt = f"dsn-{uuid.uuid4().hex[:8]}@permfail.test"
+    try:
+        qid, mid = send(world, rcpt, subject="will bounce")
+        line = result_line(world, qid)
+        assert "status=bounced" in line, line
+        path, msg = _dsn_for(world.sender, mid)
+    finally:
+        peer.stop()
+    raw = read_message(path)
+    # from the null reverse-path, so no DSN about this DSN can ever loop
+    assert raw.startswith("Return-Path: <>\n"), raw[:200]
+    assert msg["Auto-Submitted"] == "auto-replied"
+    assert "MAILER-DAEMON@" in msg["From"], msg["From"]
+    assert [a.addr_spec for a in msg["To"].addresses] == ["alice@example.test"], msg["To"]
+    text, rf, mf, orig = _dsn_parts(msg)
+    assert rcpt in text.get_content()
+    assert mf["Reporting-MTA"] == "dns; mx.example.test", mf["Reporting-MTA"]
+    assert mf["Arrival-Date"], str(mf)
+    assert rf["Final-Recipient"].lower() == f"rfc822; {rcpt}".lower(), rf["Final-Recipient"]
+    assert rf["Action"] == "failed", rf["Action"]
+    assert re.fullmatch(r"5\.\d{1,3}\.\d{1,3}", rf["Status"]) and rf["Status"] == "5.1.1", rf["Status"]
+    assert rf["Remote-MTA"] == "dns; mx.p6.test", rf["Remote-MTA"]
+    assert re.match(r"smtp; 550 5\.1\.1 no such user here", rf["Diagnostic-Code"]), rf["Diagnostic-Code"]
+    assert orig.get_content_type() == "text/rfc822-headers"
+    oh = orig.get_payload(decode=True).decode()
+    assert f"Message-ID: <{mid}>" in oh, oh
+    assert "Subject: will bounce" in oh, oh
+    assert f"body of {mid}" not in oh  # headers only (no RET=FULL)
+
+
+def test_expired_message_returns_a_dsn_after_retries(world, tmp_path):
+    t = RemoteTernd(str(tmp_path), "expiring", dns_resolver=world.nsd.resolver, smtp_port=world.port,
+                    retry_min="1s", retry_max="1s", queue_lifetime="4s")
+    world.daemons.append(t)
+    t.start()
+    try:
+        mid = f"{uuid.uuid4().hex}@example.test"
+        t0 = time.monotonic()
+        with smtplib.SMTP("127.0.0.1", t.port, timeout=20) as s:
+            s.sendmail("alice@example.test", ["user@dead.test"], make_message(mid, to="user@dead.test",
+                                                                              frm="alice@example.test"))
+        path, msg = _dsn_for(t, mid, timeout=25)
+        elapsed = time.monotonic() - t0
+        log = t.log()
+        deferrals = re.findall(r"event=smtp_result [^\n]*to=user@dead\.test[^\n]*status=deferred", log) or \
+            re.findall(r"event=smtp_result [^\n]*status=deferred", log)
+        assert len(deferrals) >= 2, log[-3000:]
+        assert elapsed >= 3.0, elapsed  # not before queue_lifetime (4s, less clock granularity)
+        _, rf, _, orig = _dsn_parts(msg)
+        assert rf["Final-Recipient"] == "rfc822; user@dead.test", rf["Final-Recipient"]
+        assert rf["Action"] == "failed", rf["Action"]
+        assert re.fullmatch(r"4\.4\.\d", rf["Status"]), rf["Status"]
+        assert f"Message-ID: <{mid}>" in orig.get_payload(decode=True).decode()
+        assert read_message(path).startswith("Return-Path: <>\n")
+        # the original is gone from the queue (and the DSN, delivered locally, too)
+        wait_for(lambda: mid not in t.queue() and "user@dead.test" not in t.queue(), timeout=10,
+                 what="the expired message to leave the queue")
+    finally:
+        _stop(world, t)
+
+
+# --- Postfix as the sending MTA -------------------------------------------------
+
+def test_postfix_sends_to_ternd(world, postfix):
+    postfix.reconfigure({"relayhost": f"[127.0.0.2]:{world.port}"})
+    try:
+        mid = f"{uuid.uuid4().hex}@postfix.test"
+        msg = (f"From: sender@postfix.test\r\nTo: user@remote.test\r\nSubject: from postfix\r\n"
+               f"Message-ID: <{mid}>\r\n\r\nbody of {mid}\r\n.leading dot\r\n").encode()
+        postfix.sendmail("sender@postfix.test", ["user@remote.test"], msg)
+        wait_for(lambda: files_with(world.receiver.messages("user", domain="remote.test"), mid), timeout=25,
+                 what="Postfix's message at the receiving ternd")
+        time.sleep(1.5)  # no second copy turns up
+        got = files_with(world.receiver.messages("user", domain="remote.test"), mid)
+        assert len(got) == 1, got
+        text = read_message(got[0])
+        assert text.startswith("Return-Path: <sender@postfix.test>\n"), text[:300]
+        received = header_values(text, "Received")
+        assert received and re.match(r"from mx\.postfix\.test \(", received[0]) \
+            and "by mx1.remote.test" in received[0], received
+        assert any("by mx.postfix.test (Postfix" in r for r in received), received
+        assert f"body of {mid}\n.leading dot\n" in text
+        assert re.search(r"status=sent \(250 ", postfix.log()), postfix.log()[-3000:]
+    finally:
+        postfix.reconfigure({"relayhost": ""})
+
+
+def test_postfix_tls_verify(world, postfix, tmp_path):
+    """Postfix offers STARTTLS with a certificate from a test CA: a sender with
+    smtp_tls_policy_map=postfix.test:verify and that CA delivers under TLS;
+    with another CA it defers and never sends."""
+    d = tmp_path / "pki"
+    d.mkdir()
+    os.chmod(str(tmp_path), 0o755)
+    os.chmod(str(d), 0o755)
+    ca, cert, key = ca_signed_cert(str(d), "mx.postfix.test")
+    other = tmp_path / "other"
+    other.mkdir()
+    other_ca, _, _ = ca_signed_cert(str(other), "mx.postfix.test", ca_name="Some Other CA")
+    postfix.reconfigure({"smtpd_tls_cert_file": cert, "smtpd_tls_key_file": key,
+                         "smtpd_tls_security_level": "may"})
+    try:
+        t = _policy_sender(world, tmp_path, "pfverify", smtp_tls_policy_map="postfix.test:verify",
+                           smtp_tls_ca_file=ca)
+        try:
+            mid = _submit(t, "user@postfix.test")
+            m = wait_log(t, r"event=smtp_result [^\n]*status=(sent|deferred|bounced)[^\n]*", timeout=20)
+            assert "status=sent" in m.group(0) and re.search(r'tls="TLSv1\.[23] ', m.group(0)), t.log()[-3000:]
+            assert re.search(r"event=tls_out relay=mx\.postfix\.test\[127\.0\.0\.4\][^\n]*verify=ok", t.log())
+            wait_for(lambda: files_with(postfix.messages(), mid), timeout=20, what="the message in Postfix")
+        finally:
+            _stop(world, t)
+        t = _policy_sender(world, tmp_path, "pfwrongca", smtp_tls_policy_map="postfix.test:verify",
+                           smtp_tls_ca_file=other_ca)
+        try:
+            mid = _submit(t, "user@postfix.test")
+            m = wait_log(t, r"event=smtp_result [^\n]*status=(sent|deferred|bounced)[^\n]*", timeout=20)
+            assert "status=deferred" in m.group(0), m.group(0)
+            time.sleep(1.5)
+            assert "status=sent" not in t.log()
+            assert not files_with(postfix.messages(), mid)
+        finally:
+            _stop(world, t)
+    finally:
+        postfix.reconfigure({}, remove=["smtpd_tls_cert_file", "smtpd_tls_key_file",
+                                        "smtpd_tls_security_level"])
