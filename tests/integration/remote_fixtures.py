@@ -7,7 +7,9 @@ Linux); all outbound SMTP of the sending ternd goes to one port, smtp_port,
 so each receiving peer listens on its own 127.0.0.x with that port.
 
   Nsd(root, zone_text).start()      authoritative for "test." on 127.0.0.1
-  Postfix(root, addr, port).start() master -d with a private config dir
+  Postfix(root, addr, port).start() master -d with a private config dir;
+                                    .reconfigure({k: v}) postconf + reload,
+                                    .sendmail(from, rcpts, bytes) its sendmail(1)
   Peer(addr, port, behaviour)       scripted SMTP server in a thread
   RemoteTernd(...)                  a Ternd that may listen off 127.0.0.1
   self_signed_cert(dir, name)       PEM certificate and key via openssl(1)

@@ -571,7 +571,9 @@ def test_postfix_tls_verify(world, postfix, tmp_path):
         try:
             mid = _submit(t, "user@postfix.test")
             m = wait_log(t, r"event=smtp_result [^\n]*status=(sent|deferred|bounced)[^\n]*", timeout=20)
-            assert "status=deferred" in m.group(0), m.group(0)
+            assert "status=deferred" in m.group(0) and "TLS handshake" in m.group(0), m.group(0)
+            assert re.search(r"event=tls_out_failed relay=mx\.postfix\.test\[127\.0\.0\.4\][^\n]*"
+                             r"certificate verify failed", t.log()), t.log()[-3000:]
             time.sleep(1.5)
             assert "status=sent" not in t.log()
             assert not files_with(postfix.messages(), mid)
