@@ -144,6 +144,7 @@ struct rconn {
 	struct rjob *job;
 	int retry_next;   /* the session failed; the job's open recipients go on */
 	char last_err[REMOTE_TEXT_MAX];
+	char last_enh[SMTP_CLIENT_ENH_MAX]; /* of last_err when AUTH failed ("4.7.8"), else "" */
 };
 
 struct remote {
@@ -770,6 +771,12 @@ static void rconn_op_done(void *ctx, const struct smtp_client_result *res)
 				if (j->idx[k] == rr->index)
 					j->idx[keep++] = rr->index;
 			snprintf(c->last_err, sizeof(c->last_err), "%s", text);
+			/* an AUTH refusal keeps its own status (5.7.8 becomes 4.7.8),
+			 * not a generic "could not connect" 4.4.x */
+			if (rr->stage == SMTP_CLIENT_STAGE_AUTH)
+				snprintf(c->last_enh, sizeof(c->last_enh), "%s", rr->enh[0] ? rr->enh : "4.7.0");
+			else
+				c->last_enh[0] = '\0';
 			continue;
 		}
 		enum sched_result sr = rr->status == SMTP_CLIENT_DELIVERED ? SCHED_RESULT_OK
@@ -930,9 +937,11 @@ static int rconn_addr_next(struct rconn *c)
 static void rconn_exhausted(struct rconn *c)
 {
 	const char *text = c->last_err[0] ? c->last_err : "no mail host could be reached";
-	char enh[8] = "4.4.1";
+	char enh[SMTP_CLIENT_ENH_MAX] = "4.4.1";
 	if (c->any_session)
 		snprintf(enh, sizeof(enh), "4.4.2");
+	if (c->last_enh[0])
+		snprintf(enh, sizeof(enh), "%s", c->last_enh);
 	if (c->job) {
 		rjob_fail(c->r, c->job, SCHED_RESULT_TEMPFAIL, enh, text, NULL);
 		rjob_free(c->job);
@@ -965,10 +974,12 @@ static void rconn_connect(struct rconn *c)
 		if (fd < 0) {
 			snprintf(c->last_err, sizeof(c->last_err), "connect to %s: %s", c->relay,
 				 sl ? strerror(errno) : "bad address");
+			c->last_enh[0] = '\0';
 			continue;
 		}
 		if (connect(fd, (struct sockaddr *)&ss, sl) < 0 && errno != EINPROGRESS) {
 			snprintf(c->last_err, sizeof(c->last_err), "connect to %s: %s", c->relay, strerror(errno));
+			c->last_enh[0] = '\0';
 			close(fd);
 			continue;
 		}
@@ -1009,6 +1020,7 @@ static void rconn_connected(struct rconn *c)
 static void rconn_connect_failed(struct rconn *c, const char *why)
 {
 	snprintf(c->last_err, sizeof(c->last_err), "connect to %s: %s", c->relay, why);
+	c->last_enh[0] = '\0';
 	struct log_line l;
 	log_begin(&l, LOG_LEVEL_INFO, "smtp_connect_failed");
 	log_kv(&l, "relay", c->relay);
@@ -1033,6 +1045,7 @@ static void rconn_tls_failed(struct rconn *c, const char *why)
 	if (c->pol == REMOTE_TLS_MAY && c->no_tls == 0)
 		c->no_tls = 1;
 	snprintf(c->last_err, sizeof(c->last_err), "TLS handshake with %s failed: %s", c->host, why);
+	c->last_enh[0] = '\0';
 	smtp_client_tls_done(c->sc, 0);
 	/* whatever the session queued must not go out in plain text on a
 	 * socket that was half way into TLS */

@@ -2,9 +2,7 @@
  * queue_commit - receiving a message into the queue and making it durable.
  *
  * A message is written to tmp/QID (created O_EXCL) through a 64 KiB
- * buffer; the file is created only when the buffer first overflows, so a
- * message that fits is created and written by the commit thread and the
- * event loop never waits on file creation. Then it is committed: the end marker is appended and flushed, the file
+ * buffer, then committed: the end marker is appended and flushed, the file
  * is fdatasync'd, renamed to msg/QID and msg/ is fsync'd. Only then is
  * done(arg, 0, NULL) called and may the client hear 250. The fsync steps
  * run on a commit thread that takes every file waiting at that moment and
@@ -45,7 +43,6 @@ struct queue_file {
 	uint64_t content_len;
 	int err;     /* errno of the first failure, 0 while all is well */
 	int renamed; /* msg/QID exists (undo it if the directory sync fails) */
-	int created; /* tmp/QID was created by us (remove it on failure) */
 	char reason[QUEUE_REASON_MAX];
 	queue_commit_done done;
 	void *arg;
@@ -70,33 +67,10 @@ static void qf_free(struct queue_file *f)
 	free(f);
 }
 
-/* qf_open - create tmp/QID. Deferred until the buffer first overflows or
- * the commit: a message that fits the buffer is created by the commit
- * thread, so no file creation (costly on some file systems) runs on the
- * event loop. O_EXCL: two receivers can never share a file; and the name
- * must be new in msg/ too, so the rename can never replace a message. */
-static int qf_open(struct queue_file *f)
-{
-	struct queue *q = f->q;
-	f->fd = openat(q->tmp_fd, f->qid, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-	if (f->fd < 0) {
-		qf_fail(f, errno, "create tmp/");
-		return -1;
-	}
-	f->created = 1;
-	if (faccessat(q->msg_fd, f->qid, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
-		qf_fail(f, EEXIST, "create tmp/");
-		return -1;
-	}
-	return 0;
-}
-
 /* qf_flush - write the buffer through to tmp/QID */
 static int qf_flush(struct queue_file *f)
 {
 	if (f->err)
-		return -1;
-	if (f->fd < 0 && qf_open(f) < 0)
 		return -1;
 	if (f->blen && fs_write_all(f->fd, f->buf, f->blen) < 0) {
 		qf_fail(f, errno, "write tmp/");
@@ -119,8 +93,6 @@ static int qf_put(struct queue_file *f, const void *p, size_t n)
 	if (qf_flush(f) < 0)
 		return -1;
 	if (n >= QUEUE_WBUF_SIZE) {
-		if (f->fd < 0 && qf_open(f) < 0)
-			return -1;
 		if (fs_write_all(f->fd, p, n) < 0) {
 			qf_fail(f, errno, "write tmp/");
 			return -1;
@@ -140,15 +112,36 @@ struct queue_file *queue_file_create(struct queue *q, struct envelope *env, char
 	}
 	if (env->arrival == 0)
 		env->arrival = time(NULL);
+	int fd = -1;
 	char qid[QUEUE_ID_MAX];
-	/* the id is unique in this process (time and counter); the file is
-	 * created later with O_EXCL (qf_open), which catches anything else */
-	queue_id_new(q, qid);
+	for (int tries = 0; fd < 0; tries++) {
+		if (tries == 100) {
+			snprintf(err, errlen, "no unused queue id after 100 tries");
+			errno = EEXIST;
+			return NULL;
+		}
+		queue_id_new(q, qid);
+		/* O_EXCL: two receivers can never share a file */
+		fd = openat(q->tmp_fd, qid, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0 && errno != EEXIST) {
+			int e = errno;
+			snprintf(err, errlen, "create %s/tmp/%s: %s", q->dir, qid, strerror(e));
+			errno = e;
+			return NULL;
+		}
+		/* and the name must be new in msg/ too (IDs of another process,
+		 * a clock stepped back): the rename must never replace a message */
+		if (fd >= 0 && faccessat(q->msg_fd, qid, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+			close(fd);
+			unlinkat(q->tmp_fd, qid, 0);
+			fd = -1;
+		}
+	}
 	memcpy(env->qid, qid, sizeof(qid));
 	struct queue_file *f = xcalloc(1, sizeof(*f));
 	f->q = q;
 	f->env = env;
-	f->fd = -1; /* created on first flush: qf_open */
+	f->fd = fd;
 	memcpy(f->qid, qid, sizeof(qid));
 	f->buf = xmalloc(QUEUE_WBUF_SIZE);
 	struct strbuf hdr;
@@ -186,8 +179,7 @@ void queue_file_abort(struct queue_file *f)
 	if (f == NULL)
 		return;
 	/* never acknowledged: nothing to keep (and queue_scan would remove it) */
-	if (f->created)
-		unlinkat(f->q->tmp_fd, f->qid, 0);
+	unlinkat(f->q->tmp_fd, f->qid, 0);
 	qf_free(f);
 }
 
@@ -197,8 +189,7 @@ static void qf_batch_commit(struct queue *q, struct queue_file *batch)
 {
 	int renamed = 0;
 	for (struct queue_file *f = batch; f; f = f->next) {
-		/* small messages are still in their buffer: create and write here */
-		if (f->err || qf_flush(f) < 0)
+		if (f->err)
 			goto drop;
 		/* the content (and the size that makes it readable) must be on
 		 * disk before the name that promises a complete message */
@@ -228,8 +219,7 @@ static void qf_batch_commit(struct queue *q, struct queue_file *batch)
 		renamed++;
 		continue;
 drop:
-		if (f->created)
-			unlinkat(q->tmp_fd, f->qid, 0);
+		unlinkat(q->tmp_fd, f->qid, 0);
 	}
 	if (renamed == 0)
 		return;
@@ -382,9 +372,7 @@ void queue_file_commit(struct queue_file *f, queue_commit_done done, void *arg)
 		char trailer[QUEUE_TRAILER_MAX + 1];
 		int n = snprintf(trailer, sizeof(trailer), QUEUE_TRAILER_TAG "%llu\n",
 				 (unsigned long long)f->content_len);
-		/* a file already created is flushed here; one still in its
-		 * buffer is created and written by the commit thread */
-		if (qf_put(f, trailer, (size_t)n) == 0 && f->fd >= 0)
+		if (qf_put(f, trailer, (size_t)n) == 0)
 			qf_flush(f);
 	}
 	if (f->env)
@@ -398,8 +386,7 @@ void queue_file_commit(struct queue_file *f, queue_commit_done done, void *arg)
 	}
 	if (f->err) {
 		/* already failed: no disk work, but still answer from the loop */
-		if (f->created)
-			unlinkat(q->tmp_fd, f->qid, 0);
+		unlinkat(q->tmp_fd, f->qid, 0);
 		qf_done_push(q, f);
 		return;
 	}

@@ -1065,6 +1065,270 @@ static void test_quit_in_flight(void **state)
 	fx_free(x);
 }
 
+/* ---- AUTH toward a relayhost (RFC 4954) ---- */
+
+#define B64_PASS "czNjcmV0" /* base64("s3cret") */
+
+/* auth_fx - one recipient, credentials, TLS required; up to the EHLO
+ * after a successful handshake, which gets ehlo2 */
+static struct fx *auth_fx(const char *ehlo2)
+{
+	struct fx *x = fx_new(1, "x\r\n");
+	x->p.auth_user = "user";
+	x->p.auth_pass = "s3cret";
+	x->f.pol = SMTP_CLIENT_TLS_MUST;
+	handshake(x, "250-mx\r\n250-AUTH PLAIN LOGIN\r\n250 STARTTLS\r\n");
+	/* AUTH is offered in plain text too: nothing before TLS */
+	out(x, "STARTTLS\r\n");
+	in(x, "220 2.0.0 ready\r\n");
+	smtp_client_tls_done(x->c, 1);
+	out(x, "EHLO client.test\r\n");
+	in(x, ehlo2);
+	return x;
+}
+
+/* no_secret - the password never went out in any form but the one allowed */
+static void no_secret(struct fx *x)
+{
+	strbuf_addc(&x->f.wr, '\0');
+	assert_null(strstr(x->f.wr.s, "s3cret"));
+	assert_null(strstr(x->f.wr.s, B64_PASS));
+	assert_null(strstr(x->f.wr.s, "AUTH PLAIN"));
+	x->f.wr.len--;
+}
+
+static void test_auth_plain(void **state)
+{
+	(void)state;
+	struct fx *x = auth_fx("250-mx\r\n250-AUTH LOGIN PLAIN CRAM-MD5\r\n250 8BITMIME\r\n");
+	/* base64("\0user\0s3cret"): empty authzid, RFC 4616 */
+	out(x, "AUTH PLAIN AHVzZXIAczNjcmV0\r\n");
+	assert_int_equal(smtp_client_state(x->c), SMTP_CLIENT_S_AUTH);
+	assert_int_equal(smtp_client_timeout_secs(x->c), 300);
+	in(x, "235 2.7.0 Authentication successful\r\n");
+	out(x, "MAIL FROM:<alice@a.test>\r\n");
+	in(x, "250 ok\r\n");
+	out(x, "RCPT TO:<r0@b.test>\r\n");
+	fx_free(x);
+
+	/* a whole delivery, then a second message without a second AUTH */
+	x = auth_fx("250-mx\r\n250-PIPELINING\r\n250 AUTH PLAIN\r\n");
+	out(x, "AUTH PLAIN AHVzZXIAczNjcmV0\r\n");
+	in(x, "235 ok\r\n");
+	out(x, "MAIL FROM:<alice@a.test>\r\nRCPT TO:<r0@b.test>\r\nDATA\r\n");
+	in(x, "250 ok\r\n250 ok\r\n354 go\r\n");
+	out(x, "x\r\n.\r\n");
+	in(x, "250 queued\r\n");
+	expect_res(x, 0, SMTP_CLIENT_DELIVERED, 250, "");
+	assert_true(x->f.tls);
+	x->f.cpos = 0;
+	assert_int_equal(smtp_client_next(x->c, &x->p), 0);
+	out(x, "MAIL FROM:<alice@a.test>\r\nRCPT TO:<r0@b.test>\r\nDATA\r\n");
+	fx_free(x);
+}
+
+static void test_auth_login(void **state)
+{
+	(void)state;
+	struct fx *x = auth_fx("250-mx\r\n250 AUTH LOGIN\r\n");
+	out(x, "AUTH LOGIN\r\n");
+	in(x, "334 VXNlcm5hbWU6\r\n");
+	out(x, "dXNlcg==\r\n");
+	in(x, "334 UGFzc3dvcmQ6\r\n");
+	out(x, B64_PASS "\r\n");
+	in(x, "235 2.7.0 ok\r\n");
+	out(x, "MAIL FROM:<alice@a.test>\r\n");
+	fx_free(x);
+
+	/* a third 334 is out of step */
+	x = auth_fx("250-mx\r\n250 AUTH LOGIN\r\n");
+	out(x, "AUTH LOGIN\r\n");
+	in(x, "334 a\r\n334 b\r\n");
+	out(x, "dXNlcg==\r\n" B64_PASS "\r\n");
+	in(x, "334 c\r\n");
+	expect_res(x, 0, SMTP_CLIENT_TEMPFAIL, 0, "4.5.0");
+	assert_true(x->f.closed);
+	fx_free(x);
+
+	/* "accepted" before the password was asked for */
+	x = auth_fx("250-mx\r\n250 AUTH LOGIN\r\n");
+	out(x, "AUTH LOGIN\r\n");
+	in(x, "235 ok\r\n");
+	expect_res(x, 0, SMTP_CLIENT_TEMPFAIL, 0, "4.5.0");
+	assert_true(x->f.closed);
+	fx_free(x);
+}
+
+static void test_auth_refused(void **state)
+{
+	(void)state;
+	/* 535: temporary for us, with the server's text, and QUIT */
+	struct fx *x = auth_fx("250-mx\r\n250 AUTH PLAIN\r\n");
+	out(x, "AUTH PLAIN AHVzZXIAczNjcmV0\r\n");
+	in(x, "535 5.7.8 Authentication credentials invalid\r\n");
+	assert_int_equal(x->f.ndone, 1);
+	expect_res(x, 0, SMTP_CLIENT_TEMPFAIL, 535, "5.7.8");
+	assert_int_equal(x->f.res[0].stage, SMTP_CLIENT_STAGE_AUTH);
+	assert_true(x->f.res[0].remote);
+	assert_string_equal(x->f.res[0].text, "Authentication credentials invalid");
+	assert_true(x->f.session_error);
+	assert_false(x->f.reusable);
+	out(x, "QUIT\r\n");
+	fx_free(x);
+
+	/* 454: temporary too */
+	x = auth_fx("250-mx\r\n250 AUTH PLAIN\r\n");
+	out(x, "AUTH PLAIN AHVzZXIAczNjcmV0\r\n");
+	in(x, "454 4.7.0 Temporary authentication failure\r\n");
+	expect_res(x, 0, SMTP_CLIENT_TEMPFAIL, 454, "4.7.0");
+	out(x, "QUIT\r\n");
+	fx_free(x);
+
+	/* 421 while authenticating */
+	x = auth_fx("250-mx\r\n250 AUTH PLAIN\r\n");
+	out(x, "AUTH PLAIN AHVzZXIAczNjcmV0\r\n");
+	in(x, "421 4.3.2 bye\r\n");
+	expect_res(x, 0, SMTP_CLIENT_TEMPFAIL, 421, "4.3.2");
+	assert_int_equal(x->f.res[0].stage, SMTP_CLIENT_STAGE_AUTH);
+	assert_true(x->f.closed);
+	fx_free(x);
+
+	/* a 334 to PLAIN with its initial response: out of step */
+	x = auth_fx("250-mx\r\n250 AUTH PLAIN\r\n");
+	out(x, "AUTH PLAIN AHVzZXIAczNjcmV0\r\n");
+	in(x, "334 \r\n");
+	expect_res(x, 0, SMTP_CLIENT_TEMPFAIL, 0, "4.5.0");
+	assert_true(x->f.closed);
+	fx_free(x);
+
+	/* lost connection and timeout while authenticating */
+	x = auth_fx("250-mx\r\n250 AUTH PLAIN\r\n");
+	out(x, "AUTH PLAIN AHVzZXIAczNjcmV0\r\n");
+	smtp_client_eof(x->c);
+	expect_res(x, 0, SMTP_CLIENT_TEMPFAIL, 0, "4.4.2");
+	assert_non_null(strstr(x->f.res[0].text, "while authenticating"));
+	fx_free(x);
+	x = auth_fx("250-mx\r\n250 AUTH PLAIN\r\n");
+	smtp_client_timeout(x->c);
+	expect_res(x, 0, SMTP_CLIENT_TEMPFAIL, 0, "4.4.2");
+	fx_free(x);
+}
+
+static void test_auth_needs_tls(void **state)
+{
+	(void)state;
+	/* STARTTLS not offered (stripped?): AUTH PLAIN offered, never sent */
+	struct fx *x = fx_new(1, "x\r\n");
+	x->p.auth_user = "user";
+	x->p.auth_pass = "s3cret";
+	x->f.pol = SMTP_CLIENT_TLS_MAY;
+	handshake(x, "250-mx\r\n250 AUTH PLAIN LOGIN\r\n");
+	expect_res(x, 0, SMTP_CLIENT_TEMPFAIL, 0, "4.7.0");
+	assert_int_equal(x->f.res[0].stage, SMTP_CLIENT_STAGE_AUTH);
+	assert_non_null(strstr(x->f.res[0].text, "relayhost requires TLS for AUTH"));
+	assert_true(x->f.session_error);
+	out(x, "QUIT\r\n");
+	no_secret(x);
+	fx_free(x);
+
+	/* STARTTLS refused under an opportunistic policy */
+	x = fx_new(1, "x\r\n");
+	x->p.auth_user = "user";
+	x->p.auth_pass = "s3cret";
+	x->f.pol = SMTP_CLIENT_TLS_MAY;
+	handshake(x, "250-mx\r\n250-AUTH PLAIN\r\n250 STARTTLS\r\n");
+	out(x, "STARTTLS\r\n");
+	in(x, "454 4.7.0 TLS not available\r\n");
+	assert_non_null(strstr(x->f.res[0].text, "relayhost requires TLS for AUTH"));
+	out(x, "QUIT\r\n");
+	no_secret(x);
+	fx_free(x);
+
+	/* the policy says no TLS at all */
+	x = fx_new(1, "x\r\n");
+	x->p.auth_user = "user";
+	x->p.auth_pass = "s3cret";
+	x->f.pol = SMTP_CLIENT_TLS_NONE;
+	handshake(x, "250-mx\r\n250-AUTH PLAIN\r\n250 STARTTLS\r\n");
+	assert_non_null(strstr(x->f.res[0].text, "relayhost requires TLS for AUTH"));
+	no_secret(x);
+	fx_free(x);
+
+	/* handshake failure: no credentials after it */
+	x = fx_new(1, "x\r\n");
+	x->p.auth_user = "user";
+	x->p.auth_pass = "s3cret";
+	x->f.pol = SMTP_CLIENT_TLS_MAY;
+	handshake(x, "250-mx\r\n250-AUTH PLAIN\r\n250 STARTTLS\r\n");
+	in(x, "220 go\r\n");
+	smtp_client_tls_done(x->c, 0);
+	expect_res(x, 0, SMTP_CLIENT_TEMPFAIL, 0, "4.7.5");
+	no_secret(x);
+	fx_free(x);
+
+	/* HELO fallback: no TLS, no AUTH */
+	x = fx_new(1, "x\r\n");
+	x->p.auth_user = "user";
+	x->p.auth_pass = "s3cret";
+	fx_start(x);
+	in(x, "220 mx\r\n");
+	out(x, "EHLO client.test\r\n");
+	in(x, "502 no\r\n");
+	out(x, "HELO client.test\r\n");
+	in(x, "250 mx\r\n");
+	assert_non_null(strstr(x->f.res[0].text, "relayhost requires TLS for AUTH"));
+	no_secret(x);
+	fx_free(x);
+}
+
+static void test_auth_not_offered(void **state)
+{
+	(void)state;
+	struct fx *x = auth_fx("250-mx\r\n250 8BITMIME\r\n");
+	expect_res(x, 0, SMTP_CLIENT_TEMPFAIL, 0, "4.7.0");
+	assert_int_equal(x->f.res[0].stage, SMTP_CLIENT_STAGE_AUTH);
+	assert_non_null(strstr(x->f.res[0].text, "relayhost offers no AUTH"));
+	assert_true(x->f.session_error);
+	out(x, "QUIT\r\n");
+	no_secret(x);
+	fx_free(x);
+
+	/* offered, but only mechanisms we do not speak (PLAINX is not PLAIN) */
+	x = auth_fx("250-mx\r\n250 AUTH CRAM-MD5 PLAINX XLOGIN\r\n");
+	expect_res(x, 0, SMTP_CLIENT_TEMPFAIL, 0, "4.7.0");
+	assert_non_null(strstr(x->f.res[0].text, "no AUTH mechanism we support"));
+	out(x, "QUIT\r\n");
+	no_secret(x);
+	fx_free(x);
+}
+
+static void test_auth_bad_params(void **state)
+{
+	(void)state;
+	struct fx *x = fx_new(1, "x\r\n");
+	char longpw[300];
+	memset(longpw, 'p', sizeof(longpw) - 1);
+	longpw[sizeof(longpw) - 1] = '\0';
+	const char *bad[][2] = {
+		{"user", NULL}, {NULL, "pw"}, {"", "pw"}, {"user", ""},
+		{"us\r\ner", "pw"}, {"user", "p\nw"}, {"user", longpw}, {longpw, "pw"},
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		x->p.auth_user = bad[i][0];
+		x->p.auth_pass = bad[i][1];
+		assert_null(smtp_client_new(&x->p, &ops, &x->f));
+	}
+	/* 255 octets each and a ':' in the password are fine */
+	longpw[255] = '\0';
+	x->p.auth_user = longpw;
+	x->p.auth_pass = "a:b";
+	x->c = smtp_client_new(&x->p, &ops, &x->f);
+	assert_non_null(x->c);
+	assert_string_equal(smtp_client_stage_str(SMTP_CLIENT_STAGE_AUTH), "auth");
+	assert_string_equal(smtp_client_state_str(SMTP_CLIENT_S_AUTH), "auth");
+	fx_free(x);
+}
+
 static void test_names(void **state)
 {
 	(void)state;
@@ -1103,6 +1367,12 @@ int main(void)
 		cmocka_unit_test(test_starttls),
 		cmocka_unit_test(test_bad_addresses_and_params),
 		cmocka_unit_test(test_quit_in_flight),
+		cmocka_unit_test(test_auth_plain),
+		cmocka_unit_test(test_auth_login),
+		cmocka_unit_test(test_auth_refused),
+		cmocka_unit_test(test_auth_needs_tls),
+		cmocka_unit_test(test_auth_not_offered),
+		cmocka_unit_test(test_auth_bad_params),
 		cmocka_unit_test(test_names),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
