@@ -191,7 +191,7 @@ class Tern:
                    "queue_dir=" + os.path.join(self.dir, "queue"),
                    "users_file=" + os.path.join(self.dir, "users"),
                    "control_socket=" + os.path.join(self.dir, "run/sock"),
-                   "run_user=root", "max_connections=20000",
+                   "run_user=root", "allow_root=yes", "max_connections=20000",
                    "max_connections_per_ip=20000"):
             self.opts += ["-o", kv]
 

@@ -58,7 +58,7 @@ sub=$(free_port)
 	-o "users_file=$tmp/users" -o "aliases_file=$tmp/aliases" \
 	-o "control_socket=$tmp/run/ternd.sock" \
 	-o "dns_resolver=127.0.0.1:$(free_port)" \
-	-o "run_user=$(id -un)" \
+	-o "run_user=$(id -un)" -o allow_root=yes \
 	>"$tmp/ternd.log" 2>&1 &
 pid=$!
 for _ in $(seq 100); do

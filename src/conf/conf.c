@@ -38,6 +38,7 @@ static const struct conf_param conf_params[] = {
 	{"max_message_size", CONF_TYPE_SIZE, F(max_message_size), "26214400", "largest message accepted, bytes"},
 	{"control_socket", CONF_TYPE_PATH, F(control_socket), "var/run/ternd.sock", "Unix socket for ternctl"},
 	{"run_user", CONF_TYPE_STRING, F(run_user), "tern", "unprivileged user when started as root"},
+	{"allow_root", CONF_TYPE_BOOL, F(allow_root), "no", "let run_user be root (tests, benchmarks); otherwise ternd refuses to deliver as root"},
 	{"mynetworks", CONF_TYPE_LIST, F(mynetworks), "127.0.0.0/8, ::1/128", "trusted client networks allowed to relay"},
 	{"max_recipients", CONF_TYPE_UINT, F(max_recipients), "100", "recipients per message (more get 452 4.5.3)"},
 	{"max_connections", CONF_TYPE_UINT, F(max_connections), "1000", "concurrent SMTP sessions in total"},

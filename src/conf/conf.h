@@ -48,6 +48,7 @@ struct conf {
 	char *control_socket;
 	char *run_user;
 	struct conf_list mynetworks;
+	uint64_t allow_root;       /* bool: run_user may be root */
 	uint64_t max_recipients;
 	uint64_t max_connections;
 	uint64_t max_connections_per_ip;

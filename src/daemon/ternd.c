@@ -194,9 +194,17 @@ static int ternd_drop_privileges(const struct conf *c)
 	if (ternd_prepare_dirs(c, pw->pw_uid, pw->pw_gid) < 0)
 		return -1;
 	if (pw->pw_uid == 0) {
+		/* delivery writes files named by remote input: never as root
+		 * unless the operator says so explicitly (tests, benchmarks) */
+		if (!c->allow_root) {
+			log_event(LOG_LEVEL_CRIT, "startup_failed",
+				  "run_user %s is root: refusing to receive and deliver mail as root "
+				  "(use an unprivileged user, or allow_root = yes for tests)",
+				  c->run_user);
+			return -1;
+		}
 		log_event(LOG_LEVEL_WARN, "running_as_root",
-			  "run_user %s is root: ternd keeps root privileges (use an unprivileged user)",
-			  c->run_user);
+			  "run_user %s is root and allow_root = yes: ternd keeps root privileges", c->run_user);
 		return 0;
 	}
 	if (setgroups(1, &pw->pw_gid) < 0 || setgid(pw->pw_gid) < 0 || setuid(pw->pw_uid) < 0) {

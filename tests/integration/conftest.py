@@ -158,6 +158,7 @@ class Ternd:
             "control_socket": self.sock,
             "dns_resolver": f"127.0.0.1:{free_port()}",
             "run_user": pwd.getpwuid(os.getuid()).pw_name,
+            "allow_root": "yes" if os.getuid() == 0 else "no",
         }
         self.opts.update({k: str(v) for k, v in overrides.items()})
         self.proc = None

@@ -107,7 +107,8 @@ def test_ternd_runs_from_config_file(ternd_factory, tern_root):
     port = free_port()
     path = _good_conf(tern_root, port)
     p = subprocess.Popen([TERND, "-c", path, "-o", f"dns_resolver=127.0.0.1:{free_port()}",
-                          "-o", f"run_user={pwd.getpwuid(os.getuid()).pw_name}"],
+                          "-o", f"run_user={pwd.getpwuid(os.getuid()).pw_name}",
+                          "-o", "allow_root=yes"],
                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, cwd="/")
     try:
         deadline = time.monotonic() + 20
@@ -200,3 +201,13 @@ def test_root_drops_to_run_user(ternd_factory):
         assert c.reply()[0] == 250
     f = t.wait_messages("alice", 1)[0]
     assert os.stat(f).st_uid == nobody.pw_uid
+
+
+def test_refuses_to_run_as_root_without_allow_root(ternd_factory):
+    """run_user root is refused unless allow_root = yes says so explicitly."""
+    if os.geteuid() != 0:
+        pytest.skip("needs root")
+    t = ternd_factory(start=False, run_user="root", allow_root="no")
+    p = subprocess.run(t.argv(), capture_output=True, text=True, timeout=20)
+    assert p.returncode != 0
+    assert "refusing to receive and deliver mail as root" in p.stderr

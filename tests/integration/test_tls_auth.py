@@ -439,3 +439,37 @@ def test_auth_plain_authzid_cannot_impersonate(ternd_factory, tern_root):
             c2.close()
     finally:
         c.close()
+
+
+def _peer_cert_cn(port):
+    """The CN of the certificate the implicit-TLS port presents now."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as raw:
+        with _no_verify_ctx().wrap_socket(raw) as s:
+            der = s.getpeercert(binary_form=True)
+    r = subprocess.run(["openssl", "x509", "-inform", "DER", "-noout", "-subject"], input=der,
+                       capture_output=True)
+    return r.stdout.decode()
+
+
+def test_sighup_reloads_certificate_without_dropping_sessions(ternd_factory, tern_root):
+    """SIGHUP: new handshakes get the new certificate, and a session already
+    under TLS carries on and delivers (RFC 8314 port)."""
+    import signal as _signal
+    t = tls_ternd(ternd_factory, tern_root)
+    assert "mx.example.test" in _peer_cert_cn(t.subs_port)
+    live = TLSRaw(t.subs_port)
+    assert live.cmd("EHLO live.example")[0] == 250
+    # replace the files in place with a certificate for another name
+    d = os.path.join(tern_root, "tls2")
+    os.makedirs(d, exist_ok=True)
+    cert2, key2 = self_signed_cert(d, "renewed.example.test")
+    shutil.copyfile(cert2, t.opts["tls_cert"])
+    shutil.copyfile(key2, t.opts["tls_key"])
+    t.proc.send_signal(_signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while "renewed.example.test" not in _peer_cert_cn(t.subs_port):
+        assert time.monotonic() < deadline, "new certificate not served after SIGHUP"
+        time.sleep(0.1)
+    # the session that started before the reload is still usable
+    assert live.cmd("NOOP")[0] == 250
+    assert live.cmd("QUIT")[0] == 221
