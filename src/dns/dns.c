@@ -50,12 +50,14 @@ enum dns_kind {
 	DNS_KIND_MX,
 	DNS_KIND_HOST,
 	DNS_KIND_TXT,
+	DNS_KIND_RAW,
 };
 
 static const char *const dns_kind_names[] = {
 	[DNS_KIND_MX] = "mx",
 	[DNS_KIND_HOST] = "host",
 	[DNS_KIND_TXT] = "txt",
+	[DNS_KIND_RAW] = "raw",
 };
 
 struct dns {
@@ -97,7 +99,9 @@ struct dns_query {
 		dns_mx_cb mx;
 		dns_host_cb host;
 		dns_txt_cb txt;
+		dns_raw_cb raw;
 	} cb;
+	int rrtype;            /* DNS_KIND_RAW: the type asked for */
 	void *arg;
 	struct event *timer;   /* the deadline, or 0 s for a known result */
 	int have_result;       /* status/why are final, the timer delivers */
@@ -418,6 +422,21 @@ static void dns_query_deliver(struct dns_query *q)
 		};
 		dns_query_log(q, q->ntxts);
 		q->cb.txt(&res, q->arg);
+		break;
+	}
+	case DNS_KIND_RAW: {
+		/* raw rdata is kept in txts[], so release frees it the same way */
+		struct dns_rr rrs[DNS_TXT_MAX];
+		for (size_t i = 0; i < q->ntxts; i++) {
+			rrs[i].data = (const unsigned char *)q->txts[i].data;
+			rrs[i].len = q->txts[i].len;
+		}
+		struct dns_raw_result res = {
+			.status = q->status, .name = q->name, .rrtype = q->rrtype,
+			.rrs = q->ntxts ? rrs : NULL, .nrrs = q->ntxts, .why = q->why,
+		};
+		dns_query_log(q, q->ntxts);
+		q->cb.raw(&res, q->arg);
 		break;
 	}
 	}
@@ -784,6 +803,33 @@ static void dns_txt_answer(struct dns_query *q, int err, struct ub_result *r)
 		dns_query_set(q, DNS_OK, "%s", "");
 }
 
+/* dns_raw_answer - copy each rdata of a generic lookup, unparsed */
+static void dns_raw_answer(struct dns_query *q, int err, struct ub_result *r)
+{
+	char why[128];
+	enum dns_status st = dns_classify(err, r, why, sizeof(why));
+
+	if (st != DNS_OK) {
+		dns_query_set(q, st, "%s", why);
+		return;
+	}
+	for (size_t i = 0; r->data[i] && q->ntxts < DNS_TXT_MAX; i++) {
+		size_t len = r->len[i] > 0 ? (size_t)r->len[i] : 0;
+		char *buf = malloc(len + 1);
+		if (!buf) {
+			dns_query_set(q, DNS_TEMPFAIL, "out of memory");
+			return;
+		}
+		if (len)
+			memcpy(buf, r->data[i], len);
+		buf[len] = '\0';
+		q->txts[q->ntxts].data = buf;
+		q->txts[q->ntxts].len = len;
+		q->ntxts++;
+	}
+	dns_query_set(q, DNS_OK, "%s", "");
+}
+
 /* dns_ub_answer - libunbound callback, from inside ub_process */
 static void dns_ub_answer(void *mydata, int err, struct ub_result *r)
 {
@@ -793,6 +839,12 @@ static void dns_ub_answer(void *mydata, int err, struct ub_result *r)
 	s->pending = 0;
 	if (q->have_result) {
 		/* cannot happen (cancelled queries stay silent); be safe */
+		ub_resolve_free(r);
+		return;
+	}
+	if (q->kind == DNS_KIND_RAW) {
+		dns_raw_answer(q, err, r);
+		dns_query_later(q);
 		ub_resolve_free(r);
 		return;
 	}
@@ -845,7 +897,7 @@ static struct dns_query *dns_lookup_start(struct dns_query *q, const char *name,
 		dns_query_later(q);
 		return q;
 	}
-	if (rrtype == DNS_TYPE_A) {
+	if (rrtype == DNS_TYPE_A && q->kind != DNS_KIND_RAW) {
 		if (dns_hosts_alloc(q, 1) < 0) {
 			dns_query_set(q, DNS_TEMPFAIL, "out of memory");
 			dns_query_later(q);
@@ -925,4 +977,14 @@ struct dns_query *dns_txt_lookup(struct dns *dns, const char *name, dns_txt_cb c
 		return NULL;
 	q->cb.txt = cb;
 	return dns_lookup_start(q, name, DNS_TYPE_TXT);
+}
+
+struct dns_query *dns_query_raw(struct dns *dns, const char *name, int rrtype, dns_raw_cb cb, void *arg)
+{
+	struct dns_query *q = dns_query_new(dns, DNS_KIND_RAW, name, arg);
+	if (!q)
+		return NULL;
+	q->cb.raw = cb;
+	q->rrtype = rrtype;
+	return dns_lookup_start(q, name, rrtype);
 }

@@ -20,6 +20,8 @@
  *                                        their addresses (RFC 5321 5.1)
  *   dns_host_lookup                      name -> A and AAAA addresses
  *   dns_txt_lookup                       name -> TXT strings (SPF/DKIM/DMARC)
+ *   dns_query_raw                        name + any RR type -> unparsed rdata
+ *                                        (SPF: MX counting, PTR, A-only)
  *   dns_cancel                           abandon a lookup; its callback is
  *                                        never called
  *   (dns_parse.h: the pure rdata/literal parsers these use)
@@ -122,6 +124,27 @@ typedef void (*dns_mx_cb)(const struct dns_mx_result *res, void *arg);
 typedef void (*dns_host_cb)(const struct dns_host_result *res, void *arg);
 typedef void (*dns_txt_cb)(const struct dns_txt_result *res, void *arg);
 
+#define DNS_RRTYPE_A 1
+#define DNS_RRTYPE_PTR 12
+#define DNS_RRTYPE_MX 15
+#define DNS_RRTYPE_AAAA 28
+
+struct dns_rr {
+	const unsigned char *data; /* rdata as received (parse with dns_parse.h) */
+	size_t len;
+};
+
+struct dns_raw_result {
+	enum dns_status status;    /* DNS_OK even with no usable record */
+	const char *name;
+	int rrtype;
+	const struct dns_rr *rrs;  /* at most DNS_TXT_MAX */
+	size_t nrrs;
+	const char *why;
+};
+
+typedef void (*dns_raw_cb)(const struct dns_raw_result *res, void *arg);
+
 /*
  * dns_new - resolver on base. resolver is "addr:port", "[v6]:port" or a
  * bare address (port 53): every query then goes to it, loopback allowed.
@@ -143,6 +166,8 @@ struct dns_query *dns_mx_lookup(struct dns *dns, const char *domain, dns_mx_cb c
  * literal is answered without DNS */
 struct dns_query *dns_host_lookup(struct dns *dns, const char *host, dns_host_cb cb, void *arg);
 struct dns_query *dns_txt_lookup(struct dns *dns, const char *name, dns_txt_cb cb, void *arg);
+/* dns_query_raw - records of one type, unparsed; no implicit MX, no literals */
+struct dns_query *dns_query_raw(struct dns *dns, const char *name, int rrtype, dns_raw_cb cb, void *arg);
 /* dns_cancel - abandon a pending lookup; no-op from inside its own callback */
 void dns_cancel(struct dns_query *q);
 
