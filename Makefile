@@ -97,7 +97,7 @@ fuzz: deps
 
 # integration - the real ternd (sanitizer build) with real clients
 integration: $(BUILD_ASAN)/build.ninja
-	ninja -C $(BUILD_ASAN) ternd ternctl
+	ninja -C $(BUILD_ASAN)
 	TERND=$(BUILD_ASAN)/ternd TERNCTL=$(BUILD_ASAN)/ternctl \
 		$(PYTHON) -m pytest -v -p no:cacheprovider tests/integration $(PYTEST_ARGS)
 

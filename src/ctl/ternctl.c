@@ -291,6 +291,7 @@ static const struct ternctl_cmd ternctl_cmd_table[] = {
 	{"reload", ternctl_reload, "reload                     ternd re-reads configuration and tables"},
 	{"user", ctl_user_run, "user add|passwd|del USER@DOMAIN   manage accounts (password on stdin)"},
 	{"user", ctl_user_run, "user list                  list the accounts"},
+	{"dkim", ctl_dkim_run, "dkim keygen DOMAIN SELECTOR [--type rsa|ed25519] [--dir DIR]  create a signing key, print its TXT record"},
 	{"sendmail", ternctl_sendmail, "sendmail [-t] [-i] [-f SENDER] [-F NAME] [RCPT...]  submit a message"},
 };
 

@@ -59,6 +59,7 @@ int ternctl_send_request(int fd, const char *line, struct strbuf *reply, char *e
 void ternctl_print_safe(FILE *f, const char *p, size_t n);
 
 int ctl_user_run(struct ternctl *t, int argc, char **argv);
+int ctl_dkim_run(struct ternctl *t, int argc, char **argv);
 int ctl_sendmail_run(struct ternctl *t, int argc, char **argv, const char *progname);
 
 #endif

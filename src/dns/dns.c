@@ -239,6 +239,21 @@ struct dns *dns_new(struct event_base *base, const char *resolver, char *err, si
 			snprintf(err, errlen, "libunbound option: %s", ub_strerror(r));
 			goto fail;
 		}
+		/* the named server may serve private and documentation reverse
+		 * zones (a LAN resolver, a test DNS): SPF ptr / %{p} and the
+		 * RFC 7208 test suite need them, so pass those queries through
+		 * instead of libunbound's built-in NXDOMAIN (same trick as test.) */
+		static const char *const fwd_zones[] = {
+			"10.in-addr.arpa. transparent", "168.192.in-addr.arpa. transparent",
+			"2.0.192.in-addr.arpa. transparent", "100.51.198.in-addr.arpa. transparent",
+			"113.0.203.in-addr.arpa. transparent", "8.b.d.0.1.0.0.2.ip6.arpa. transparent",
+		};
+		for (size_t i = 0; i < sizeof(fwd_zones) / sizeof(fwd_zones[0]); i++) {
+			if ((r = ub_ctx_set_option(dns->ctx, "local-zone:", fwd_zones[i])) != 0) {
+				snprintf(err, errlen, "libunbound option: %s", ub_strerror(r));
+				goto fail;
+			}
+		}
 	} else if ((r = ub_ctx_resolvconf(dns->ctx, NULL)) != 0) {
 		snprintf(err, errlen, "/etc/resolv.conf: %s", ub_strerror(r));
 		goto fail;

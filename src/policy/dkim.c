@@ -42,6 +42,18 @@ const char *dkim_alg_str(enum dkim_alg a)
 	return "?";
 }
 
+/* dkim_canon_str - the c= word */
+const char *dkim_canon_str(enum dkim_canon c)
+{
+	return c == DKIM_CANON_RELAXED ? "relaxed" : "simple";
+}
+
+/* dkim_l_policy_str - for logs */
+const char *dkim_l_policy_str(enum dkim_l_policy p)
+{
+	return p == DKIM_L_LENIENT ? "lenient" : "strict";
+}
+
 static int dkim_is_wsp(char c) { return c == ' ' || c == '\t'; }
 static int dkim_is_fws(char c) { return c == ' ' || c == '\t' || c == '\r' || c == '\n'; }
 
@@ -348,6 +360,11 @@ int dkim_sig_parse(const char *val, size_t len, struct dkim_sig *sig, char *err,
 			snprintf(err, errlen, "i= domain outside d=");
 			return -1;
 		}
+		for (size_t j = 0; j < at; j++)
+			if ((unsigned char)x->val[j] <= ' ' || (unsigned char)x->val[j] > '~') {
+				snprintf(err, errlen, "bad i= local part");
+				return -1;
+			}
 		memcpy(sig->i, x->val, x->vlen);
 		sig->i[x->vlen] = '\0';
 	}
@@ -1021,6 +1038,8 @@ struct dkim_verify *dkim_verify_new(enum dkim_l_policy lp, time_t now)
 static void dkim_verify_headers_done(struct dkim_verify *v)
 {
 	v->body_started = 1;
+	if (v->h.over)
+		return; /* oversized header section: no result (see dkim.h) */
 	dkim_hdrs_split(&v->h);
 	for (size_t i = 0; i < v->h.nf && v->ns < DKIM_SIGS_MAX; i++) {
 		if (!dkim_field_is(&v->h, i, "dkim-signature"))
@@ -1305,4 +1324,25 @@ int dkim_fetch_dns(void *ctx, const char *name, dns_txt_cb cb, void *arg, void *
 void dkim_cancel_dns(void *handle)
 {
 	dns_cancel(handle);
+}
+
+/* dkim_result_ar - RFC 8601 resinfo for one result, e.g. "dkim=pass
+ * header.d=example.com header.s=sel header.a=rsa-sha256 header.b=abcd1234"
+ * plus a comment when the signature covered only part of the body */
+void dkim_result_ar(const struct dkim_sig_result *r, struct strbuf *out)
+{
+	strbuf_addf(out, "dkim=%s", dkim_result_str(r->result));
+	if (r->l_partial)
+		strbuf_addf(out, " (signature covers only l=%llu of %llu body octets)", (unsigned long long)r->l,
+			    (unsigned long long)r->body_len);
+	else if (r->result != DKIM_PASS && r->reason[0]) {
+		strbuf_adds(out, " (");
+		for (const char *p = r->reason; *p; p++)
+			strbuf_addc(out, (*p == '(' || *p == ')' || *p == '\\' || *p < ' ' || *p > '~') ? '_' : *p);
+		strbuf_addc(out, ')');
+	}
+	if (r->domain[0])
+		strbuf_addf(out, " header.d=%s header.s=%s header.a=%s", r->domain, r->selector, dkim_alg_str(r->alg));
+	if (r->b_prefix[0])
+		strbuf_addf(out, " header.b=\"%s\"", r->b_prefix);
 }

@@ -6,6 +6,8 @@
  * Exports:
  *   enum dkim_result, dkim_result_str      per-signature outcome (RFC 8601)
  *   enum dkim_alg, dkim_alg_str            rsa-sha256, ed25519-sha256, rsa-sha1
+ *   enum dkim_canon, dkim_canon_str        simple, relaxed
+ *   enum dkim_l_policy, dkim_l_policy_str  what a partial l= signature gets
  *   dkim_sig_parse                         strict DKIM-Signature tag parser
  *   dkim_key_parse / dkim_key_clear        strict key TXT record parser
  *   dkim_canon_header                      one header field, simple/relaxed
@@ -13,7 +15,8 @@
  *   dkim_sign_load                         load keys of <dir>/<domain>/<sel>.*
  *   dkim_sign_new/write/finish/free        streaming signer -> header text
  *   dkim_verify_new/write/start/free       streaming verifier, async key fetch
- *   dkim_fetch_dns                         fetcher on Tern's dns_txt_lookup
+ *   dkim_fetch_dns / dkim_cancel_dns       fetcher on Tern's dns_txt_lookup
+ *   dkim_result_ar                         Authentication-Results resinfo
  *
  * Key layout (signing): <dkim_key_dir>/<domain>/<selector>.rsa.pem and
  * <dkim_key_dir>/<domain>/<selector>.ed25519.pem, PEM (PKCS#8) private keys,
@@ -28,7 +31,12 @@
  * as signed. DKIM_L_LENIENT passes it but the result's l_partial is set so
  * Authentication-Results can note it. The signer never uses l=.
  *
- * Input line ends may be CRLF or bare LF (both are taken as CRLF).
+ * Input line ends may be CRLF or bare LF (both are taken as CRLF): the
+ * SMTP layer already refuses lone LF on the wire, and a stored copy may
+ * use LF; dkimpy and OpenDKIM treat LF the same way.
+ * A header section over DKIM_HEADER_MAX: the signer fails; the verifier
+ * reports no signatures (n = 0), i.e. dkim=none. Only the first
+ * DKIM_SIGS_MAX signatures are evaluated.
  * Trusts: nothing in the message or DNS; all tag values are parsed with
  * length caps; keys on disk are trusted (the admin's).
  * Standards: RFC 6376, RFC 8463, RFC 8301, RFC 8601 (result names).
@@ -70,8 +78,10 @@ enum dkim_alg {
 const char *dkim_alg_str(enum dkim_alg a);
 
 enum dkim_canon { DKIM_CANON_SIMPLE, DKIM_CANON_RELAXED };
+const char *dkim_canon_str(enum dkim_canon c);
 
 enum dkim_l_policy { DKIM_L_STRICT, DKIM_L_LENIENT };
+const char *dkim_l_policy_str(enum dkim_l_policy p);
 
 struct dkim_sig {
 	enum dkim_alg alg;
@@ -170,5 +180,10 @@ int dkim_verify_write(struct dkim_verify *v, const char *p, size_t n);
 int dkim_verify_start(struct dkim_verify *v, const struct dkim_fetcher *f, dkim_verify_cb cb, void *arg);
 /* dkim_verify_free - also cancels pending fetches (cb not called) */
 void dkim_verify_free(struct dkim_verify *v);
+
+/* dkim_result_ar - append the RFC 8601 resinfo for r ("dkim=pass
+ * header.d=... header.s=... header.a=... header.b=\"...\""), with a
+ * comment noting l= partial coverage or the failure reason */
+void dkim_result_ar(const struct dkim_sig_result *r, struct strbuf *out);
 
 #endif

@@ -11,8 +11,8 @@
  * evaluated (RFC 7208 4.6), every expansion is written into a bounded
  * buffer, and the lookup limits of RFC 7208 4.6.4 bound the work a
  * hostile domain can make us do.
- * Missing: ptr and %{p} need PTR lookups Tern's DNS module lacks; ptr
- * never matches (but counts as a lookup) and %{p} is "unknown".
+ * Missing: %{p} expands to "unknown" (no validated-name lookup is done
+ * for macros; RFC 7208 7.3 discourages its use).
  */
 #include "policy/spf.h"
 
@@ -106,7 +106,7 @@ static int spf_macro_value(int ch, const struct spf_macro_ctx *ctx, int exp, cha
 	case 'o': s = ctx->sender_domain; break;
 	case 'd': s = ctx->domain; break;
 	case 'h': s = ctx->helo; break;
-	case 'p': s = "unknown"; break;
+	case 'p': s = ctx->ptr_name ? ctx->ptr_name : "unknown"; break;
 	case 'v': s = ctx->ipv6 ? "ip6" : "in-addr"; break;
 	case 'i':
 		if (!ctx->ipv6) {
@@ -350,21 +350,6 @@ static int spf_dual_cidr(const char *s, size_t l, int *c4, int *c6, int v4, int 
 	return 0;
 }
 
-/* spf_slash - first '/' in s[0..l) outside %{...}, or l */
-static size_t spf_slash(const char *s, size_t l)
-{
-	int in = 0;
-	for (size_t i = 0; i < l; i++) {
-		if (!in && s[i] == '%' && i + 1 < l && s[i + 1] == '{')
-			in = 1;
-		else if (in && s[i] == '}')
-			in = 0;
-		else if (!in && s[i] == '/')
-			return i;
-	}
-	return l;
-}
-
 /* spf_term_parse - one directive or modifier */
 static int spf_term_parse(const char *s, size_t l, struct spf_record *rec)
 {
@@ -438,7 +423,19 @@ static int spf_term_parse(const char *s, size_t l, struct spf_record *rec)
 		t->mech = namel == 1 ? SPF_MECH_A : namel == 2 ? SPF_MECH_MX : SPF_MECH_PTR;
 		size_t c = 0;
 		if (argl && arg[0] == ':') {
-			c = 1 + spf_slash(arg + 1, argl - 1);
+			/* the domain-spec may itself hold '/' ("a:foo:bar/baz.example.com"):
+			 * the cidr is the first '/' starting a valid dual-cidr suffix */
+			int c4, c6;
+			c = argl;
+			for (size_t k = 1; k < argl; k++) {
+				if (arg[k] == '/' && (t->mech == SPF_MECH_PTR ||
+						      spf_dual_cidr(arg + k, argl - k, &c4, &c6, 1, 1) == 0)) {
+					c = k;
+					break;
+				}
+			}
+			if (t->mech == SPF_MECH_PTR)
+				c = argl;
 			if (!spf_spec_ok(arg + 1, c - 1))
 				return -1;
 			t->spec = arg + 1;
@@ -513,6 +510,7 @@ struct spf_frame {
 enum spf_wait {
 	SPF_WAIT_RECORD, SPF_WAIT_A, SPF_WAIT_EXISTS, SPF_WAIT_MX, SPF_WAIT_MX_ADDR,
 	SPF_WAIT_PTR, SPF_WAIT_PTR_ADDR, SPF_WAIT_EXP, SPF_WAIT_NOW,
+	SPF_WAIT_P_PTR, SPF_WAIT_P_ADDR,
 };
 
 #define SPF_NAMES_MAX 10 /* MX targets (4.6.4) and PTR names (5.5) tried */
@@ -535,6 +533,11 @@ struct spf_check {
 	char names[SPF_NAMES_MAX][DNS_NAME_TEXT_MAX]; /* MX targets / PTR names */
 	size_t nnames, iname;
 	char ptrtarget[SPF_DOMAIN_MAX + 2];
+	int p_state;              /* %{p}: 0 not looked up, 1 done */
+	int p_for_exp;            /* resume: 0 spf_run, 1 the explanation */
+	char *exptext;            /* explanation waiting for %{p} */
+	size_t exptextlen;
+	char pname[DNS_NAME_TEXT_MAX];
 	size_t depth;             /* frames in use */
 	struct spf_frame frames[SPF_DEPTH_MAX];
 };
@@ -548,6 +551,7 @@ static void spf_free(struct spf_check *c)
 {
 	for (size_t i = 0; i < SPF_DEPTH_MAX; i++)
 		free(c->frames[i].text);
+	free(c->exptext);
 	free(c);
 }
 
@@ -673,6 +677,52 @@ static int spf_ptr_ok(const char *name, const char *target)
 	return nl == tl || name[nl - tl - 1] == '.';
 }
 
+/* spf_has_p - does a macro-string use %{p} */
+static int spf_has_p(const char *s, size_t l)
+{
+	for (size_t i = 0; i + 2 < l; i++)
+		if (s[i] == '%' && s[i + 1] == '{' && (s[i + 2] == 'p' || s[i + 2] == 'P'))
+			return 1;
+	return 0;
+}
+
+static void spf_reverse_name(const struct spf_check *c, char *out, size_t outlen);
+static void spf_expl_finish(struct spf_check *c, const char *text, size_t len);
+
+/* spf_p_start - look up the validated client name for %{p} (RFC 7208 7.3);
+ * 1 when a lookup started (the caller returns and is resumed later) */
+static int spf_p_start(struct spf_check *c, int for_exp)
+{
+	char rev[80];
+	if (c->p_state)
+		return 0;
+	c->p_state = 1;
+	c->p_for_exp = for_exp;
+	spf_reverse_name(c, rev, sizeof(rev));
+	c->wait = SPF_WAIT_P_PTR;
+	c->q = dns_query_raw(c->dns, rev, DNS_RRTYPE_PTR, spf_on_raw, c);
+	return c->q != NULL;
+}
+
+/* spf_p_done - %{p} is known: resume where it was needed */
+static void spf_p_done(struct spf_check *c, const char *name)
+{
+	if (name) {
+		size_t l = strlen(name);
+		if (l > 0 && name[l - 1] == '.')
+			l--;
+		if (l < sizeof(c->pname)) {
+			memcpy(c->pname, name, l);
+			c->pname[l] = '\0';
+			c->ctx.ptr_name = c->pname;
+		}
+	}
+	if (c->p_for_exp)
+		spf_expl_finish(c, c->exptext, c->exptextlen);
+	else
+		spf_run(c);
+}
+
 /* spf_on_raw - every DNS answer of a mechanism: a, mx, ptr, exists */
 static void spf_on_raw(const struct dns_raw_result *res, void *arg)
 {
@@ -759,6 +809,32 @@ static void spf_on_raw(const struct dns_raw_result *res, void *arg)
 		c->iname++;
 		spf_name_next(c);
 		return;
+	case SPF_WAIT_P_PTR:
+		/* any error: %{p} is "unknown" */
+		c->nnames = c->iname = 0;
+		for (size_t i = 0; res->status == DNS_OK && i < res->nrrs && c->nnames < SPF_NAMES_MAX; i++) {
+			size_t used;
+			if (dns_parse_name(res->rrs[i].data, res->rrs[i].len, &used, c->names[c->nnames],
+					   sizeof(c->names[0])) == 0)
+				c->nnames++;
+		}
+		if (c->nnames == 0) {
+			spf_p_done(c, NULL);
+			return;
+		}
+		spf_addr_query(c, c->names[0], SPF_WAIT_P_ADDR);
+		return;
+	case SPF_WAIT_P_ADDR:
+		if (res->status == DNS_OK && spf_rr_match(c, res, c->ctx.ipv6 ? 128 : 32)) {
+			spf_p_done(c, c->names[c->iname]);
+			return;
+		}
+		if (++c->iname >= c->nnames) {
+			spf_p_done(c, NULL);
+			return;
+		}
+		spf_addr_query(c, c->names[c->iname], SPF_WAIT_P_ADDR);
+		return;
 	default:
 		spf_finish(c, SPF_TEMPERROR, NULL);
 		return;
@@ -774,10 +850,30 @@ static void spf_on_exp(const struct dns_txt_result *res, void *arg)
 	c->q = NULL;
 	/* any failure here just means no explanation: the result stays fail */
 	if (res->status == DNS_OK && res->ntxts == 1 && strlen(res->txts[0].data) == res->txts[0].len) {
+		if (spf_has_p(res->txts[0].data, res->txts[0].len) && !c->p_state) {
+			c->exptext = malloc(res->txts[0].len + 1);
+			if (c->exptext) {
+				memcpy(c->exptext, res->txts[0].data, res->txts[0].len + 1);
+				c->exptextlen = res->txts[0].len;
+				if (spf_p_start(c, 1))
+					return;
+			}
+		}
 		c->ctx.domain = c->frames[c->depth - 1].domain;
 		if (spf_macro_expand(res->txts[0].data, res->txts[0].len, &c->ctx, 1, expl, sizeof(expl)) >= 0)
 			e = expl;
 	}
+	spf_finish(c, SPF_FAIL, e);
+}
+
+/* spf_expl_finish - expand a saved explanation and report the fail */
+static void spf_expl_finish(struct spf_check *c, const char *text, size_t len)
+{
+	char expl[SPF_EXPLAIN_MAX];
+	const char *e = NULL;
+	c->ctx.domain = c->frames[c->depth - 1].domain;
+	if (text && spf_macro_expand(text, len, &c->ctx, 1, expl, sizeof(expl)) >= 0)
+		e = expl;
 	spf_finish(c, SPF_FAIL, e);
 }
 
@@ -928,6 +1024,9 @@ static void spf_run(struct spf_check *c)
 		default:
 			break;
 		}
+		/* %{p} needs its own lookups first; the term is then redone */
+		if (t->spec && spf_has_p(t->spec, t->speclen) && spf_p_start(c, 0))
+			return;
 		if (spf_count(c)) {
 			spf_finish(c, SPF_PERMERROR, NULL);
 			return;

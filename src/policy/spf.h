@@ -103,6 +103,7 @@ struct spf_macro_ctx {
 	int ipv6;                  /* family of ipbytes */
 	unsigned char ipbytes[16]; /* i, v */
 	const char *helo;          /* h */
+	const char *ptr_name;      /* p: validated client name; NULL "unknown" */
 	const char *receiver;      /* r */
 	long long timestamp;       /* t */
 };

@@ -8,6 +8,9 @@
 #include <event2/event.h>
 #include <stdio.h>
 
+#include <stdlib.h>
+
+#include "core/log.h"
 #include "dns/dns.h"
 #include "policy/spf.h"
 
@@ -36,6 +39,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "usage: spf_driver RESOLVER IP MAILFROM HELO\n");
 		return 2;
 	}
+	/* SPF_DRIVER_DEBUG=1 logs every DNS query to stderr */
+	log_init("spf_driver", getenv("SPF_DRIVER_DEBUG") ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERR);
 	d.base = event_base_new();
 	struct dns *dns = dns_new(d.base, argv[1], err, sizeof(err));
 	if (!dns) {

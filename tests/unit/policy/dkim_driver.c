@@ -1,7 +1,7 @@
 /*
  * dkim_driver - test driver for interop (not a unit test):
  *   dkim_driver sign KEYDIR DOMAIN SELECTOR < msg   -> signed message on stdout
- *   dkim_driver verify KEYFILE < msg                -> one line per signature:
+ *   dkim_driver verify KEYFILE [lenient] < msg      -> one line per signature:
  *       "RESULT d=DOMAIN s=SELECTOR a=ALG reason=..."
  * KEYFILE lines: "<selector>._domainkey.<domain> <TXT record>" (the fake DNS).
  * Reads the message in 4 KB chunks to exercise the streaming API.
@@ -49,8 +49,8 @@ static void driver_done(const struct dkim_sig_result *r, size_t n, void *arg)
 	if (n == 0)
 		printf("none\n");
 	for (size_t i = 0; i < n; i++)
-		printf("%s d=%s s=%s a=%s reason=%s\n", dkim_result_str(r[i].result), r[i].domain, r[i].selector,
-		       dkim_alg_str(r[i].alg), r[i].reason);
+		printf("%s d=%s s=%s a=%s l_partial=%d reason=%s\n", dkim_result_str(r[i].result), r[i].domain,
+		       r[i].selector, dkim_alg_str(r[i].alg), r[i].l_partial, r[i].reason);
 }
 
 int main(int argc, char **argv)
@@ -84,9 +84,10 @@ int main(int argc, char **argv)
 		dkim_signkeys_free(k);
 		return 0;
 	}
-	if (argc == 3 && strcmp(argv[1], "verify") == 0) {
+	if ((argc == 3 || argc == 4) && strcmp(argv[1], "verify") == 0) {
 		driver_keyfile = argv[2];
-		struct dkim_verify *v = dkim_verify_new(DKIM_L_STRICT, time(NULL));
+		int lenient = argc == 4 && strcmp(argv[3], "lenient") == 0;
+		struct dkim_verify *v = dkim_verify_new(lenient ? DKIM_L_LENIENT : DKIM_L_STRICT, time(NULL));
 		while ((n = fread(chunk, 1, sizeof(chunk), stdin)) > 0)
 			if (dkim_verify_write(v, chunk, n) < 0)
 				return 1;
@@ -95,6 +96,6 @@ int main(int argc, char **argv)
 		dkim_verify_free(v);
 		return 0;
 	}
-	fprintf(stderr, "usage: dkim_driver sign KEYDIR DOMAIN SELECTOR | verify KEYFILE\n");
+	fprintf(stderr, "usage: dkim_driver sign KEYDIR DOMAIN SELECTOR | verify KEYFILE [lenient]\n");
 	return 2;
 }

@@ -89,6 +89,8 @@ static void test_sig_parse(void **st)
 	assert_int_equal(dkim_sig_parse(SIG_OK, strlen(SIG_OK), &s, err, sizeof(err)), 0);
 	assert_string_equal(s.d, "example.com");
 	assert_int_equal(s.hcanon, DKIM_CANON_RELAXED);
+	assert_string_equal(dkim_canon_str(s.hcanon), "relaxed");
+	assert_string_equal(dkim_l_policy_str(DKIM_L_STRICT), "strict");
 	assert_int_equal(s.bcanon, DKIM_CANON_SIMPLE);
 	assert_int_equal(s.nh, 2);
 	assert_string_equal(s.h[0], "from");
@@ -115,6 +117,7 @@ static void test_sig_parse(void **st)
 		"v=1; a=rsa-sha256; d=a; s=b; h=from; bh=YWJj; b",
 		"v=1; a=rsa-sha256; d=a; s=b; h=from; bh=YWJj; =x; b=ZGVm",
 		"v=1; a=rsa-sha256; d=; s=b; h=from; bh=YWJj; b=ZGVm",
+		"v=1; a=rsa-sha256; d=a.com; s=b; h=from; bh=YWJj; b=ZGVm; i=a\x01b@a.com",
 	};
 	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
 		err[0] = '\0';
@@ -335,6 +338,13 @@ static void test_roundtrip(void **st)
 	assert_int_equal(r.r[0].result, DKIM_FAIL);
 	assert_int_equal(r.r[1].result, DKIM_FAIL);
 	assert_non_null(strstr(r.r[0].reason, "body hash"));
+	{
+		struct strbuf ar;
+		strbuf_init(&ar);
+		dkim_result_ar(&r.r[0], &ar);
+		assert_non_null(strstr(ar.s, "dkim=fail (body hash mismatch) header.d=example.com"));
+		strbuf_free(&ar);
+	}
 	free(t);
 	/* tampered header */
 	t = strdup(sm);
@@ -410,6 +420,7 @@ static void test_verify_refusals(void **st)
 {
 	(void)st;
 	struct vres r;
+	char err[256];
 	verify_msg("From: a@example.com\r\n\r\nbody\r\n", 4096, DKIM_L_STRICT, &r);
 	assert_int_equal(r.n, 0);
 	verify_msg("DKIM-Signature: v=1; a=rsa-sha1; d=example.com; s=sel; h=from; bh=YWJj; b=ZGVm\r\n"
@@ -426,8 +437,30 @@ static void test_verify_refusals(void **st)
 	assert_int_equal(r.n, 2);
 	assert_int_equal(r.r[0].result, DKIM_TEMPERROR);
 	assert_int_equal(r.r[1].result, DKIM_PERMERROR);
+	/* oversized header section: the verifier reports nothing, the signer fails */
+	{
+		size_t big = DKIM_HEADER_MAX + 100;
+		char *m = malloc(big + 64);
+		strcpy(m, "From: a@example.com\r\nX-Big: ");
+		size_t o = strlen(m);
+		memset(m + o, 'x', big - o);
+		strcpy(m + big, "\r\n\r\nbody\r\n");
+		struct dkim_verify *v = dkim_verify_new(DKIM_L_STRICT, time(NULL));
+		assert_int_equal(dkim_verify_write(v, m, strlen(m)), -1);
+		struct dkim_fetcher f = {fake_fetch, NULL, NULL};
+		memset(&r, 0, sizeof(r));
+		assert_int_equal(dkim_verify_start(v, &f, vres_cb, &r), 0);
+		assert_int_equal(r.called, 1);
+		assert_int_equal(r.n, 0);
+		dkim_verify_free(v);
+		struct dkim_signkeys *k = dkim_sign_load(keydir, "example.com", "sel", err, sizeof(err));
+		struct dkim_sign *s = dkim_sign_new(k, time(NULL));
+		assert_int_equal(dkim_sign_write(s, m, strlen(m)), -1);
+		dkim_sign_free(s);
+		dkim_signkeys_free(k);
+		free(m);
+	}
 	/* a 1024-bit key cannot be used for signing by Tern */
-	char err[256];
 	assert_null(dkim_sign_load(keydir, "example.com", "small", err, sizeof(err)));
 	assert_null(dkim_sign_load(keydir, "example.com", "nokey", err, sizeof(err)));
 	assert_null(dkim_sign_load(keydir, "../etc", "sel", err, sizeof(err)));
@@ -468,6 +501,12 @@ static void test_rfc8463_vector(void **st)
 		assert_string_equal(r.r[0].selector, "brisbane");
 		assert_string_equal(r.r[0].b_prefix, "/gCrinpc");
 	}
+	struct strbuf ar;
+	strbuf_init(&ar);
+	dkim_result_ar(&r.r[0], &ar);
+	assert_string_equal(ar.s, "dkim=pass header.d=football.example.com header.s=brisbane "
+				  "header.a=ed25519-sha256 header.b=\"/gCrinpc\"");
+	strbuf_free(&ar);
 	char *t = strdup(rfc8463_msg);
 	*strstr(t, "hungry") = 'H';
 	verify_msg(t, 4096, DKIM_L_STRICT, &r);
