@@ -25,6 +25,7 @@ PACKAGES=(
 	libnet-ssleay-perl # swaks STARTTLS (a Recommends of swaks)
 	dovecot-imapd      # reads the Maildirs in the integration tests
 	python3 python3-pytest python3-dnslib python3-dkim  # test runner, fake DNS, DKIM checks
+	python3-spf python3-yaml  # the RFC 7208 SPF test suite and its YAML
 	openssl            # dev certificate
 	nsd                # authoritative DNS for end-to-end tests
 	postfix            # smtp-source/smtp-sink: benchmarks and a peer MTA in tests

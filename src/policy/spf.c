@@ -355,7 +355,6 @@ static int spf_term_parse(const char *s, size_t l, struct spf_record *rec)
 {
 	size_t i = 0;
 	enum spf_result qual = SPF_PASS;
-	int has_qual = 0;
 
 	/* modifier: name "=" macro-string, name = ALPHA *(ALPHA/DIGIT/-/_/.) */
 	size_t nl = 0;
@@ -389,10 +388,8 @@ static int spf_term_parse(const char *s, size_t l, struct spf_record *rec)
 
 	if (l > 0 && strchr("+-~?", s[0])) {
 		qual = s[0] == '+' ? SPF_PASS : s[0] == '-' ? SPF_FAIL : s[0] == '~' ? SPF_SOFTFAIL : SPF_NEUTRAL;
-		has_qual = 1;
 		i = 1;
 	}
-	(void)has_qual;
 	size_t ne = i;
 	while (ne < l && s[ne] != ':' && s[ne] != '/')
 		ne++;

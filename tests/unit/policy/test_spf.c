@@ -11,6 +11,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <event2/event.h>
+
+#include "dns/dns.h"
 #include "policy/spf.h"
 
 static const struct spf_macro_ctx ctx4 = {
@@ -129,6 +132,16 @@ static void test_record_parse_ok(void **state)
 	assert_non_null(r->redirect);
 	assert_int_equal(r->redirectlen, strlen("_spf.example.net"));
 	assert_non_null(r->exp);
+	/* a '/' that does not start a dual-cidr belongs to the domain-spec */
+	assert_int_equal(parse("v=spf1 a:foo:bar/baz.example.com mx:x.example.com/24//64", r), 0);
+	assert_int_equal(r->terms[0].speclen, strlen("foo:bar/baz.example.com"));
+	assert_int_equal(r->terms[0].cidr4, 32);
+	assert_int_equal(r->terms[1].speclen, strlen("x.example.com"));
+	assert_int_equal(r->terms[1].cidr6, 64);
+	/* unknown modifiers are ignored, trailing spaces are fine */
+	assert_int_equal(parse("v=spf1 moo.cow-far_out=man:dog/cat ip4:192.0.2.0/0 ", r), 0);
+	assert_int_equal(r->nterms, 1);
+	assert_int_equal(r->terms[0].cidr4, 0);
 	free(r);
 }
 
@@ -170,6 +183,64 @@ static void test_result_names(void **state)
 	assert_string_equal(spf_mech_str(SPF_MECH_EXISTS), "exists");
 }
 
+struct async_res {
+	int calls;
+	enum spf_result r;
+	struct event_base *base;
+};
+
+/* async_done - record the callback */
+static void async_done(void *arg, enum spf_result r, const char *expl)
+{
+	struct async_res *a = arg;
+	(void)expl;
+	a->calls++;
+	a->r = r;
+	event_base_loopbreak(a->base);
+}
+
+static void test_check_async(void **state)
+{
+	(void)state;
+	char err[128];
+	struct async_res a = {0};
+	a.base = event_base_new();
+	/* a resolver nobody answers: nothing below may need it */
+	struct dns *dns = dns_new(a.base, "127.0.0.1:9", err, sizeof(err));
+	assert_non_null(dns);
+	/* bad client address: no check, no callback */
+	assert_null(spf_check_start(dns, "300.1.2.3", "a@example.com", "h.example", NULL, async_done, &a));
+	assert_null(spf_check_start(dns, "", "a@example.com", "h.example", NULL, async_done, &a));
+	/* null path with a single-label HELO: "none" (RFC 7208 4.3), from the
+	 * loop and never from inside spf_check_start */
+	struct spf_check *c = spf_check_start(dns, "192.0.2.1", "", "OEMCOMPUTER", NULL, async_done, &a);
+	assert_non_null(c);
+	assert_int_equal(a.calls, 0);
+	event_base_dispatch(a.base);
+	assert_int_equal(a.calls, 1);
+	assert_int_equal(a.r, SPF_NONE);
+	/* an address-literal domain is not a domain either */
+	c = spf_check_start(dns, "2001:db8::1", "foo@[192.0.2.1]", "h.example", NULL, async_done, &a);
+	assert_non_null(c);
+	event_base_dispatch(a.base);
+	assert_int_equal(a.calls, 2);
+	assert_int_equal(a.r, SPF_NONE);
+	/* cancel: the callback never runs, nothing leaks (ASan) */
+	c = spf_check_start(dns, "192.0.2.1", "x@example.com", "h.example", "rx.example", async_done, &a);
+	assert_non_null(c);
+	spf_check_cancel(c);
+	spf_check_cancel(NULL);
+	/* an overlong identity is refused */
+	char *big = malloc(5000);
+	memset(big, 'a', 4999);
+	big[4999] = '\0';
+	assert_null(spf_check_start(dns, "192.0.2.1", big, "h.example", NULL, async_done, &a));
+	free(big);
+	dns_free(dns);
+	assert_int_equal(a.calls, 2);
+	event_base_free(a.base);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -179,6 +250,7 @@ int main(void)
 		cmocka_unit_test(test_record_parse_ok),
 		cmocka_unit_test(test_record_parse_bad),
 		cmocka_unit_test(test_result_names),
+		cmocka_unit_test(test_check_async),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
