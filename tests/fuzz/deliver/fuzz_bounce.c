@@ -130,9 +130,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	if (col != 0)
 		abort();
 	/* outside the returned original everything is 7-bit */
+	/* the earlier of the two markers: the original itself may contain the
+	 * other one (found by this fuzzer: a harness bug, not a bounce bug) */
 	const char *orig = strstr(out.s, "Content-Type: message/rfc822\r\n");
-	if (orig == NULL)
-		orig = strstr(out.s, "Content-Type: text/rfc822-headers\r\n");
+	const char *hdrs = strstr(out.s, "Content-Type: text/rfc822-headers\r\n");
+	if (orig == NULL || (hdrs != NULL && hdrs < orig))
+		orig = hdrs;
 	size_t lim = orig ? (size_t)(orig - out.s) : out.len;
 	for (size_t i = 0; i < lim; i++)
 		if ((unsigned char)out.s[i] >= 0x80)
