@@ -57,6 +57,7 @@
 #include "queue/queue.h"
 #include "sched/sched.h"
 #include "tls/tls.h"
+#include "tls/tls_io.h"
 #include "tls/tls_client.h"
 
 #define REMOTE_READ_CHUNK 16384
@@ -598,47 +599,13 @@ static void rconn_close_socket(struct rconn *c)
 /* rconn_io_read - TCP or TLS: >0 bytes, 0 end, -1 with errno */
 static ssize_t rconn_io_read(struct rconn *c, char *buf, size_t n)
 {
-	if (c->ssl == NULL)
-		return recv(c->fd, buf, n, 0);
-	c->ssl_want_write = 0;
-	int r = SSL_read(c->ssl, buf, (int)n);
-	if (r > 0)
-		return r;
-	switch (SSL_get_error(c->ssl, r)) {
-	case SSL_ERROR_WANT_READ:
-		errno = EAGAIN;
-		return -1;
-	case SSL_ERROR_WANT_WRITE:
-		c->ssl_want_write = 1;
-		errno = EAGAIN;
-		return -1;
-	case SSL_ERROR_ZERO_RETURN:
-		return 0;
-	default:
-		ERR_clear_error();
-		errno = ECONNRESET;
-		return -1;
-	}
+	return tls_io_read(c->ssl, c->fd, buf, n, &c->ssl_want_write);
 }
 
 /* rconn_io_write - TCP or TLS: bytes written, or -1 with errno */
 static ssize_t rconn_io_write(struct rconn *c, const char *p, size_t n)
 {
-	if (c->ssl == NULL)
-		return send(c->fd, p, n, MSG_NOSIGNAL);
-	int r = SSL_write(c->ssl, p, (int)(n > 0x7fffffff ? 0x7fffffff : n));
-	if (r > 0)
-		return r;
-	switch (SSL_get_error(c->ssl, r)) {
-	case SSL_ERROR_WANT_READ:
-	case SSL_ERROR_WANT_WRITE:
-		errno = EAGAIN;
-		return -1;
-	default:
-		ERR_clear_error();
-		errno = EPIPE;
-		return -1;
-	}
+	return tls_io_write(c->ssl, c->fd, p, n);
 }
 
 /* rconn_flush - write what the socket takes; -1 on error */

@@ -25,6 +25,7 @@
 #include "smtp/smtp_reply.h"
 #include "smtp/smtp_server.h"
 #include "tls/tls.h"
+#include "tls/tls_io.h"
 #include "auth/passwd.h"
 #include "event/worker.h"
 #include "policy/limits.h"
@@ -197,47 +198,13 @@ static void conn_close_socket(struct conn *c)
  * (EAGAIN when nothing can be read now) */
 static ssize_t conn_io_read(struct conn *c, char *buf, size_t n)
 {
-	if (c->ssl == NULL)
-		return recv(c->fd, buf, n, 0);
-	c->ssl_want_write = 0;
-	int r = SSL_read(c->ssl, buf, (int)(n > 0x7fffffff ? 0x7fffffff : n));
-	if (r > 0)
-		return r;
-	switch (SSL_get_error(c->ssl, r)) {
-	case SSL_ERROR_WANT_READ:
-		errno = EAGAIN;
-		return -1;
-	case SSL_ERROR_WANT_WRITE:
-		c->ssl_want_write = 1;
-		errno = EAGAIN;
-		return -1;
-	case SSL_ERROR_ZERO_RETURN:
-		return 0;
-	default:
-		ERR_clear_error();
-		errno = ECONNRESET;
-		return -1;
-	}
+	return tls_io_read(c->ssl, c->fd, buf, n, &c->ssl_want_write);
 }
 
 /* conn_io_write - write to TCP or TLS: bytes written, or -1 with errno */
 static ssize_t conn_io_write(struct conn *c, const char *p, size_t n)
 {
-	if (c->ssl == NULL)
-		return send(c->fd, p, n, MSG_NOSIGNAL);
-	int r = SSL_write(c->ssl, p, (int)(n > 0x7fffffff ? 0x7fffffff : n));
-	if (r > 0)
-		return r;
-	switch (SSL_get_error(c->ssl, r)) {
-	case SSL_ERROR_WANT_READ:
-	case SSL_ERROR_WANT_WRITE:
-		errno = EAGAIN;
-		return -1;
-	default:
-		ERR_clear_error();
-		errno = EPIPE;
-		return -1;
-	}
+	return tls_io_write(c->ssl, c->fd, p, n);
 }
 
 /* conn_flush - write as much pending output as the socket takes; -1 on error */
