@@ -1023,25 +1023,19 @@ static void rconn_tls_failed(struct rconn *c, const char *why)
 /* rconn_handshake - drive SSL_connect */
 static void rconn_handshake(struct rconn *c)
 {
-	ERR_clear_error();
-	int rc = SSL_do_handshake(c->ssl);
-	if (rc != 1) {
-		int e = SSL_get_error(c->ssl, rc);
-		if (e == SSL_ERROR_WANT_READ) {
-			event_del(c->wev);
-			return;
-		}
-		if (e == SSL_ERROR_WANT_WRITE) {
-			event_add(c->wev, NULL);
-			return;
-		}
-		char why[256];
-		if (e == SSL_ERROR_SYSCALL || e == SSL_ERROR_ZERO_RETURN)
-			snprintf(why, sizeof(why), "connection closed during handshake");
-		else
-			tls_error_string(why, sizeof(why));
+	char why[256];
+	switch (tls_io_handshake(c->ssl, why, sizeof(why))) {
+	case TLS_IO_WANT_READ:
+		event_del(c->wev);
+		return;
+	case TLS_IO_WANT_WRITE:
+		event_add(c->wev, NULL);
+		return;
+	case TLS_IO_FAILED:
 		rconn_tls_failed(c, why);
 		return;
+	case TLS_IO_DONE:
+		break;
 	}
 	c->handshaking = 0;
 	event_del(c->wev);

@@ -341,25 +341,19 @@ static void conn_tls_failed(struct conn *c, const char *why)
  * (implicit TLS: greeting; STARTTLS: a fresh session, EHLO again) */
 static void conn_handshake(struct conn *c)
 {
-	ERR_clear_error();
-	int r = SSL_do_handshake(c->ssl);
-	if (r != 1) {
-		int e = SSL_get_error(c->ssl, r);
-		if (e == SSL_ERROR_WANT_READ) {
-			event_del(c->wev);
-			return;
-		}
-		if (e == SSL_ERROR_WANT_WRITE) {
-			event_add(c->wev, NULL);
-			return;
-		}
-		char why[256];
-		if (e == SSL_ERROR_SYSCALL || e == SSL_ERROR_ZERO_RETURN)
-			snprintf(why, sizeof(why), "connection closed during handshake");
-		else
-			tls_error_string(why, sizeof(why));
+	char why[256];
+	switch (tls_io_handshake(c->ssl, why, sizeof(why))) {
+	case TLS_IO_WANT_READ:
+		event_del(c->wev);
+		return;
+	case TLS_IO_WANT_WRITE:
+		event_add(c->wev, NULL);
+		return;
+	case TLS_IO_FAILED:
 		conn_tls_failed(c, why);
 		return;
+	case TLS_IO_DONE:
+		break;
 	}
 	c->handshaking = 0;
 	event_del(c->wev);

@@ -4,9 +4,12 @@
 #include "tls/tls_io.h"
 
 #include <errno.h>
+#include <stdio.h>
 #include <sys/socket.h>
 
 #include <openssl/err.h>
+
+#include "tls/tls.h"
 
 #define TLS_IO_MAX 0x7fffffff /* SSL_read/SSL_write take an int */
 
@@ -52,4 +55,22 @@ ssize_t tls_io_write(SSL *ssl, int fd, const char *p, size_t n)
 		errno = EPIPE;
 		return -1;
 	}
+}
+
+enum tls_io_step tls_io_handshake(SSL *ssl, char *why, size_t whylen)
+{
+	ERR_clear_error();
+	int r = SSL_do_handshake(ssl);
+	if (r == 1)
+		return TLS_IO_DONE;
+	int e = SSL_get_error(ssl, r);
+	if (e == SSL_ERROR_WANT_READ)
+		return TLS_IO_WANT_READ;
+	if (e == SSL_ERROR_WANT_WRITE)
+		return TLS_IO_WANT_WRITE;
+	if (e == SSL_ERROR_SYSCALL || e == SSL_ERROR_ZERO_RETURN)
+		snprintf(why, whylen, "connection closed during handshake");
+	else
+		tls_error_string(why, whylen);
+	return TLS_IO_FAILED;
 }
