@@ -21,6 +21,7 @@ PACKAGES=(
 	libssl-dev         # TLS (OpenSSL 3)
 	libunbound-dev     # DNS (MX, SPF, DKIM, DMARC lookups)
 	libcrypt-dev       # password hashes (libxcrypt: yescrypt, bcrypt, sha512-crypt)
+	libpsl-dev         # public suffix list: DMARC organisational domains
 	swaks curl         # SMTP clients for the integration tests
 	libnet-ssleay-perl # swaks STARTTLS (a Recommends of swaks)
 	dovecot-imapd      # reads the Maildirs in the integration tests
@@ -29,12 +30,14 @@ PACKAGES=(
 	openssl            # dev certificate
 	nsd                # authoritative DNS for end-to-end tests
 	postfix            # smtp-source/smtp-sink: benchmarks and a peer MTA in tests
+	opendkim opendkim-tools  # a real milter (OpenDKIM) and opendkim-testmsg to verify our signatures
+	python3-milter     # scripted milter for the milter tests
 	testssl.sh         # TLS audit of the STARTTLS and implicit-TLS ports (make check-tls)
 )
 
 # The subset `make` needs to compile build/ternd and build/ternctl.
 BUILD_PACKAGES=(build-essential meson ninja-build pkg-config
-	libevent-dev libssl-dev libunbound-dev libcrypt-dev)
+	libevent-dev libssl-dev libunbound-dev libcrypt-dev libpsl-dev)
 if [ "${1:-}" = build ]; then
 	PACKAGES=("${BUILD_PACKAGES[@]}")
 elif [ $# -ne 0 ]; then
