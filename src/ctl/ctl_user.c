@@ -96,31 +96,9 @@ static int ctl_user_usage(void)
  */
 static int ctl_user_addr_parse(const char *s, size_t n, struct smtp_path *out, const char **why)
 {
-	char buf[SMTP_PATH_MAX + 3];
-	if (n == 0) {
-		*why = "empty address";
+	if (lookup_addr_parse(s, n, out, why) < 0)
 		return -1;
-	}
-	if (n + 2 > SMTP_PATH_MAX) {
-		*why = "address too long";
-		return -1;
-	}
-	if (memchr(s, '@', n) == NULL) {
-		*why = "must be local@domain";
-		return -1;
-	}
-	buf[0] = '<';
-	memcpy(buf + 1, s, n);
-	buf[n + 1] = '>';
-	const char *detail = NULL;
-	memset(out, 0, sizeof(*out));
-	enum smtp_parse_error e = smtp_parse_path(buf, n + 2, 0, out, &detail);
-	if (e != SMTP_PARSE_OK) {
-		*why = detail ? detail : smtp_parse_error_str(e);
-		return -1;
-	}
-	if (out->is_null || out->is_postmaster || out->local[0] == '\0' || out->domain[0] == '\0' ||
-	    out->domain_literal) {
+	if (out->domain_literal) {
 		*why = "must be local@domain";
 		return -1;
 	}

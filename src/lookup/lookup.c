@@ -199,12 +199,8 @@ static int lookup_key(char *key, size_t cap, const char *local, size_t llen, con
 	return 0;
 }
 
-/*
- * lookup_addr_parse - one bare address from a table through the RFC 5321
- * grammar (wrapped in <>). Only "local@domain" is accepted: no null path,
- * no bare postmaster. *why gets a static reason on failure.
- */
-static int lookup_addr_parse(const char *s, size_t n, struct smtp_path *out, const char **why)
+/* lookup_addr_parse - see lookup.h */
+int lookup_addr_parse(const char *s, size_t n, struct smtp_path *out, const char **why)
 {
 	char buf[SMTP_PATH_MAX + 3];
 	if (n == 0) {

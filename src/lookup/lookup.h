@@ -15,6 +15,7 @@
  *   lookup_sender_owned       may an authenticated account use an address
  *                             as MAIL FROM (itself, a subaddress, an alias
  *                             that reaches it)
+ *   lookup_addr_parse         one bare "local@domain" through RFC 5321's grammar
  *   lookup_rcpt               resolve one RCPT path: local users, aliases
  *                             (recursive, loops detected), subaddresses,
  *                             remote targets; appends final recipients to
@@ -52,6 +53,14 @@ const char *lookup_password_hash(const struct lookup_tables *t, const char *acco
  * The null sender is the caller's decision. t may be NULL (no aliases).
  */
 int lookup_sender_owned(const struct lookup_tables *t, const char *account, const char *addr);
+
+/*
+ * lookup_addr_parse - one bare address (from a table or a command line)
+ * through the RFC 5321 grammar, wrapped in <>. Only "local@domain" is
+ * accepted: no null path, no bare postmaster. 0, or -1 with a static
+ * reason in *why.
+ */
+int lookup_addr_parse(const char *s, size_t n, struct smtp_path *out, const char **why);
 
 enum smtp_rcpt_verdict lookup_rcpt(const struct lookup_tables *t, const struct conf *conf,
 				   const struct smtp_path *rcpt, int may_relay, struct envelope *env,

@@ -392,6 +392,31 @@ int dkim_sig_parse(const char *val, size_t len, struct dkim_sig *sig, char *err,
 	return 0;
 }
 
+/* dkim_tag_list_has - a colon-separated tag value (h=, s=, t= of a key
+ * record) holds word a or word b (b may be NULL); FWS around items ignored */
+static int dkim_tag_list_has(const struct dkim_tag *x, const char *a, const char *b)
+{
+	size_t i = 0;
+	while (i < x->vlen) {
+		size_t s = i;
+		while (i < x->vlen && x->val[i] != ':')
+			i++;
+		struct dkim_tag w = {0};
+		w.val = x->val + s;
+		w.vlen = i - s;
+		while (w.vlen && dkim_is_fws(w.val[0])) {
+			w.val++;
+			w.vlen--;
+		}
+		while (w.vlen && dkim_is_fws(w.val[w.vlen - 1]))
+			w.vlen--;
+		if (dkim_tag_eq(&w, a) || (b != NULL && dkim_tag_eq(&w, b)))
+			return 1;
+		i++;
+	}
+	return 0;
+}
+
 /* dkim_key_parse - see dkim.h */
 int dkim_key_parse(const char *txt, size_t len, struct dkim_key *key, char *err, size_t errlen)
 {
@@ -414,66 +439,18 @@ int dkim_key_parse(const char *txt, size_t len, struct dkim_key *key, char *err,
 			return -1;
 		}
 	}
-	if ((x = dkim_tag_get(t, nt, "h")) != NULL) {
+	if ((x = dkim_tag_get(t, nt, "h")) != NULL && !dkim_tag_list_has(x, "sha256", NULL)) {
 		/* the acceptable hashes: sha256 must be among them */
-		int ok = 0;
-		size_t i = 0;
-		while (i < x->vlen) {
-			size_t s = i;
-			while (i < x->vlen && x->val[i] != ':')
-				i++;
-			struct dkim_tag w = {0};
-			w.val = x->val + s;
-			w.vlen = i - s;
-			while (w.vlen && dkim_is_fws(w.val[0])) { w.val++; w.vlen--; }
-			while (w.vlen && dkim_is_fws(w.val[w.vlen - 1])) w.vlen--;
-			if (dkim_tag_eq(&w, "sha256"))
-				ok = 1;
-			i++;
-		}
-		if (!ok) {
-			snprintf(err, errlen, "key h= excludes sha256");
-			return -1;
-		}
+		snprintf(err, errlen, "key h= excludes sha256");
+		return -1;
 	}
-	if ((x = dkim_tag_get(t, nt, "s")) != NULL) {
-		int ok = 0;
-		size_t i = 0;
-		while (i < x->vlen) {
-			size_t s = i;
-			while (i < x->vlen && x->val[i] != ':')
-				i++;
-			struct dkim_tag w = {0};
-			w.val = x->val + s;
-			w.vlen = i - s;
-			while (w.vlen && dkim_is_fws(w.val[0])) { w.val++; w.vlen--; }
-			while (w.vlen && dkim_is_fws(w.val[w.vlen - 1])) w.vlen--;
-			if (dkim_tag_eq(&w, "*") || dkim_tag_eq(&w, "email"))
-				ok = 1;
-			i++;
-		}
-		if (!ok) {
-			snprintf(err, errlen, "key s= not for email");
-			return -1;
-		}
+	if ((x = dkim_tag_get(t, nt, "s")) != NULL && !dkim_tag_list_has(x, "*", "email")) {
+		snprintf(err, errlen, "key s= not for email");
+		return -1;
 	}
 	if ((x = dkim_tag_get(t, nt, "t")) != NULL) {
-		size_t i = 0;
-		while (i < x->vlen) {
-			size_t s = i;
-			while (i < x->vlen && x->val[i] != ':')
-				i++;
-			struct dkim_tag w = {0};
-			w.val = x->val + s;
-			w.vlen = i - s;
-			while (w.vlen && dkim_is_fws(w.val[0])) { w.val++; w.vlen--; }
-			while (w.vlen && dkim_is_fws(w.val[w.vlen - 1])) w.vlen--;
-			if (dkim_tag_eq(&w, "y"))
-				key->testing = 1;
-			else if (dkim_tag_eq(&w, "s"))
-				key->strict = 1;
-			i++;
-		}
+		key->testing = dkim_tag_list_has(x, "y", NULL);
+		key->strict = dkim_tag_list_has(x, "s", NULL);
 	}
 	if ((x = dkim_tag_get(t, nt, "p")) == NULL) {
 		snprintf(err, errlen, "key without p=");
