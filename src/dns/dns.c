@@ -898,6 +898,51 @@ static void dns_ub_event(evutil_socket_t fd, short what, void *arg)
 	dns_leave(dns);
 }
 
+/* dns_name_text_ok - a raw lookup's name: presentation form (RFC 1035
+ * 5.1) as dns_parse_name writes it, so any octet may appear in a label
+ * (RFC 2181 11; SPF targets such as "foo:bar/baz.example.com"): visible
+ * ASCII only, \X or \DDD (<= 255) escapes, labels of 1..63 octets,
+ * at most 253 octets in all, one optional trailing dot */
+static int dns_name_text_ok(const char *s)
+{
+	size_t label = 0, total = 0;
+	for (size_t i = 0; s[i]; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c < 0x21 || c > 0x7e)
+			return 0;
+		if (c == '.') {
+			if (label == 0)
+				return 0;
+			if (s[i + 1] == '\0')
+				break; /* the trailing dot */
+			total++;
+			label = 0;
+			continue;
+		}
+		if (c == '\\') {
+			unsigned char d = (unsigned char)s[i + 1];
+			if (d >= '0' && d <= '9') {
+				unsigned v = 0;
+				for (int k = 1; k <= 3; k++) {
+					if (s[i + k] < '0' || s[i + k] > '9')
+						return 0;
+					v = v * 10 + (unsigned)(s[i + k] - '0');
+				}
+				if (v > 255)
+					return 0;
+				i += 3;
+			} else if (d < 0x21 || d > 0x7e) {
+				return 0;
+			} else {
+				i++;
+			}
+		}
+		if (++label > 63 || ++total > 253)
+			return 0;
+	}
+	return label > 0;
+}
+
 /* dns_lookup_start - common start: validate the name, send the first query */
 static struct dns_query *dns_lookup_start(struct dns_query *q, const char *name, int rrtype)
 {
@@ -907,7 +952,7 @@ static struct dns_query *dns_lookup_start(struct dns_query *q, const char *name,
 	log_kv(&l, "type", dns_kind_names[q->kind]);
 	log_kv(&l, "name", name);
 	log_end(&l);
-	if (!dns_parse_hostname_ok(name)) {
+	if (!(q->kind == DNS_KIND_RAW ? dns_name_text_ok(name) : dns_parse_hostname_ok(name))) {
 		dns_query_set(q, DNS_BADNAME, "invalid domain name");
 		dns_query_later(q);
 		return q;

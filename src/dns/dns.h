@@ -166,7 +166,9 @@ struct dns_query *dns_mx_lookup(struct dns *dns, const char *domain, dns_mx_cb c
  * literal is answered without DNS */
 struct dns_query *dns_host_lookup(struct dns *dns, const char *host, dns_host_cb cb, void *arg);
 struct dns_query *dns_txt_lookup(struct dns *dns, const char *name, dns_txt_cb cb, void *arg);
-/* dns_query_raw - records of one type, unparsed; no implicit MX, no literals */
+/* dns_query_raw - records of one type, unparsed; no implicit MX, no literals.
+ * name is in presentation form: any octet may be in a label, written as
+ * \DDD or \X as dns_parse_name writes it (SPF targets are arbitrary text) */
 struct dns_query *dns_query_raw(struct dns *dns, const char *name, int rrtype, dns_raw_cb cb, void *arg);
 /* dns_cancel - abandon a pending lookup; no-op from inside its own callback */
 void dns_cancel(struct dns_query *q);

@@ -2,17 +2,23 @@
  * spf - SPF check_host() (RFC 7208). See spf.h for the interface.
  *
  * Exports: spf_result_str, spf_mech_str, spf_check_start,
- * spf_check_cancel, spf_record_parse, spf_macro_expand.
+ * spf_check_cancel, spf_record_parse, spf_macro_expand, spf_name_escape,
+ * spf_name_unescape, spf_received_header.
  *
  * The evaluation is a small state machine over a stack of frames (one per
  * nested include:); each DNS-using term starts one lookup and the callback
  * resumes the loop. A redirect= replaces its frame (it is a tail call).
+ * %{p} (in a mechanism, redirect=, exp= or the explanation) first looks
+ * up the validated client name (RFC 7208 7.3), then resumes where it was.
+ * Every lookup is a raw query (dns_query_raw) of the target escaped into
+ * presentation form, so a target is asked for octet for octet as the
+ * record wrote it ("a:foo:bar/baz.example.com", spaces from %_).
  * Trusts nothing from DNS: every record is parsed whole before it is
  * evaluated (RFC 7208 4.6), every expansion is written into a bounded
  * buffer, and the lookup limits of RFC 7208 4.6.4 bound the work a
- * hostile domain can make us do.
- * Missing: %{p} expands to "unknown" (no validated-name lookup is done
- * for macros; RFC 7208 7.3 discourages its use).
+ * hostile domain can make us do: 10 DNS-querying terms, 2 void lookups,
+ * 10 MX names per mx, 10 PTR names per ptr / %{p}.
+ * Standards: RFC 7208 4-7 (check_host), 9.1 (Received-SPF), 2.3 (HELO).
  */
 #include "policy/spf.h"
 
@@ -26,6 +32,7 @@
 #include <sys/socket.h>
 #include <time.h>
 
+#include "core/buf.h"
 #include "dns/dns.h"
 
 #define SPF_LOOKUP_MAX 10  /* RFC 7208 4.6.4 */
@@ -113,7 +120,10 @@ static int spf_macro_value(int ch, const struct spf_macro_ctx *ctx, int exp, cha
 			snprintf(val, vallen, "%u.%u.%u.%u", ctx->ipbytes[0], ctx->ipbytes[1],
 				 ctx->ipbytes[2], ctx->ipbytes[3]);
 		} else {
-			static const char hex[] = "0123456789abcdef";
+			/* nibbles in upper case, as the RFC 7208 test suite (and
+			 * pyspf) expect in explanations; in a query the case does
+			 * not matter (RFC 4343) */
+			static const char hex[] = "0123456789ABCDEF";
 			size_t k = 0;
 			for (int b = 0; b < 16 && k + 4 < vallen; b++) {
 				val[k++] = hex[ctx->ipbytes[b] >> 4];
@@ -494,12 +504,90 @@ int spf_record_parse(const char *txt, size_t len, struct spf_record *rec)
 	return 0;
 }
 
+/* ---------------------------------------------------------------- names */
+
+/* spf_plain - octets written as themselves in a name's presentation form */
+static int spf_plain(unsigned char ch)
+{
+	return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+	       ch == '-' || ch == '_';
+}
+
+/* spf_name_escape - target text into presentation form (RFC 1035 5.1) */
+int spf_name_escape(const char *raw, char *out, size_t outlen)
+{
+	size_t o = 0;
+	if (outlen == 0)
+		return -1;
+	out[0] = '\0';
+	for (const unsigned char *p = (const unsigned char *)raw; *p; p++) {
+		char e[5];
+		size_t el = 1;
+		e[0] = (char)*p;
+		if (*p == '\\') {
+			e[1] = '\\';
+			el = 2;
+		} else if (!spf_plain(*p) && *p != '.') {
+			e[0] = '\\';
+			e[1] = (char)('0' + *p / 100);
+			e[2] = (char)('0' + (*p / 10) % 10);
+			e[3] = (char)('0' + *p % 10);
+			el = 4;
+		}
+		if (el > outlen - 1 - o)
+			return -1;
+		memcpy(out + o, e, el);
+		o += el;
+		out[o] = '\0';
+	}
+	return 0;
+}
+
+/* spf_name_unescape - a presentation-form name back into text; -1 when an
+ * escape is malformed or decodes to an escaped dot or a byte outside
+ * %x21-7E (such a name is not usable as %{p} text) */
+int spf_name_unescape(const char *name, char *out, size_t outlen)
+{
+	size_t o = 0;
+	if (outlen == 0)
+		return -1;
+	out[0] = '\0';
+	for (size_t i = 0; name[i]; i++) {
+		unsigned v = (unsigned char)name[i];
+		if (v == '\\') {
+			if (name[i + 1] >= '0' && name[i + 1] <= '9') {
+				v = 0;
+				for (int k = 1; k <= 3; k++) {
+					if (name[i + k] < '0' || name[i + k] > '9')
+						return -1;
+					v = v * 10 + (unsigned)(name[i + k] - '0');
+				}
+				i += 3;
+			} else if (name[i + 1] == '\0') {
+				return -1;
+			} else {
+				v = (unsigned char)name[++i];
+			}
+			if (v == '.')
+				return -1;
+		}
+		if (v < 0x21 || v > 0x7e || o + 1 >= outlen)
+			return -1;
+		out[o++] = (char)v;
+		out[o] = '\0';
+	}
+	return 0;
+}
+
 /* ---------------------------------------------------------------- check */
+
+#define SPF_RRTYPE_TXT 16
+#define SPF_NAMES_MAX 10 /* MX targets (4.6.4), PTR names (4.6.4, 5.5, 7.3) */
 
 struct spf_frame {
 	char *text;               /* the record (owned); rec points into it */
 	struct spf_record rec;
-	char domain[SPF_DOMAIN_MAX + 2];
+	char domain[SPF_DOMAIN_MAX + 2]; /* as text (macro %{d}), not escaped */
 	size_t next;              /* term being evaluated */
 	int redirected;           /* reached by redirect=: "none" is permerror */
 };
@@ -510,7 +598,8 @@ enum spf_wait {
 	SPF_WAIT_P_PTR, SPF_WAIT_P_ADDR,
 };
 
-#define SPF_NAMES_MAX 10 /* MX targets (4.6.4) and PTR names (5.5) tried */
+/* where evaluation resumes once %{p} is known */
+enum spf_p_resume { SPF_P_RUN, SPF_P_EXP_DOMAIN, SPF_P_EXP_TEXT };
 
 struct spf_check {
 	struct dns *dns;
@@ -527,12 +616,13 @@ struct spf_check {
 	char helo[SPF_ID_MAX];
 	char receiver[SPF_ID_MAX];
 	unsigned lookups, voids;
-	char names[SPF_NAMES_MAX][DNS_NAME_TEXT_MAX]; /* MX targets / PTR names */
+	/* MX targets / PTR names, presentation form as dns_parse_name wrote them */
+	char names[SPF_NAMES_MAX][DNS_NAME_TEXT_MAX];
 	size_t nnames, iname;
-	char ptrtarget[SPF_DOMAIN_MAX + 2];
-	int p_state;              /* %{p}: 0 not looked up, 1 done */
-	int p_for_exp;            /* resume: 0 spf_run, 1 the explanation */
-	char *exptext;            /* explanation waiting for %{p} */
+	char ptrtarget[DNS_NAME_TEXT_MAX]; /* ptr: target-name, presentation form */
+	int p_done;               /* %{p}: the validated name was looked up */
+	enum spf_p_resume p_resume;
+	char *exptext;            /* the explanation TXT (owned) */
 	size_t exptextlen;
 	char pname[DNS_NAME_TEXT_MAX];
 	size_t depth;             /* frames in use */
@@ -542,6 +632,8 @@ struct spf_check {
 static void spf_run(struct spf_check *c);
 static void spf_frame_result(struct spf_check *c, enum spf_result r);
 static void spf_on_raw(const struct dns_raw_result *res, void *arg);
+static void spf_exp_start(struct spf_check *c);
+static void spf_exp_finish(struct spf_check *c);
 
 /* spf_free - release a check and its frames */
 static void spf_free(struct spf_check *c)
@@ -591,6 +683,24 @@ static int spf_target(struct spf_check *c, const char *spec, size_t speclen, cha
 	return 0;
 }
 
+/* spf_raw - start a lookup of an already escaped name; -1 if it cannot */
+static int spf_raw(struct spf_check *c, const char *name, int rrtype, enum spf_wait w)
+{
+	c->wait = w;
+	c->q = dns_query_raw(c->dns, name, rrtype, spf_on_raw, c);
+	return c->q ? 0 : -1;
+}
+
+/* spf_query - start a lookup of a target given as text (any octets: it is
+ * escaped, so "foo:bar/baz.example.com" is asked for as it is written) */
+static int spf_query(struct spf_check *c, const char *text, int rrtype, enum spf_wait w)
+{
+	char name[DNS_NAME_TEXT_MAX];
+	if (spf_name_escape(text, name, sizeof(name)) < 0)
+		return -1;
+	return spf_raw(c, name, rrtype, w);
+}
+
 /* spf_prefix_eq - first bits of a and b agree */
 static int spf_prefix_eq(const unsigned char *a, const unsigned char *b, int bits)
 {
@@ -634,7 +744,7 @@ static void spf_on_now(const struct dns_host_result *res, void *arg)
 static int spf_rr_match(const struct spf_check *c, const struct dns_raw_result *res, int bits)
 {
 	int fam = c->ctx.ipv6 ? AF_INET6 : AF_INET;
-	for (size_t i = 0; i < res->nrrs; i++) {
+	for (size_t i = 0; res->status == DNS_OK && i < res->nrrs; i++) {
 		struct dns_addr a;
 		if (dns_parse_a(res->rrs[i].data, res->rrs[i].len, fam, &a) == 0 &&
 		    spf_prefix_eq(a.bytes, c->ctx.ipbytes, bits))
@@ -643,35 +753,43 @@ static int spf_rr_match(const struct spf_check *c, const struct dns_raw_result *
 	return 0;
 }
 
-/* spf_addr_query - A or AAAA (the client's family) of name */
+/* spf_addr_query - A or AAAA (the client's family) of an escaped name */
 static void spf_addr_query(struct spf_check *c, const char *name, enum spf_wait w)
 {
-	c->wait = w;
-	c->q = dns_query_raw(c->dns, name, c->ctx.ipv6 ? DNS_RRTYPE_AAAA : DNS_RRTYPE_A, spf_on_raw, c);
-	if (!c->q)
+	if (spf_raw(c, name, c->ctx.ipv6 ? DNS_RRTYPE_AAAA : DNS_RRTYPE_A, w) < 0)
 		spf_finish(c, SPF_TEMPERROR, NULL);
 }
 
 /* spf_name_next - next MX / PTR name's addresses, or the term's verdict */
-static void spf_name_next(struct spf_check *c)
+static void spf_name_next(struct spf_check *c, enum spf_wait w)
 {
 	if (c->iname >= c->nnames) {
 		spf_term_done(c, 0);
 		return;
 	}
-	spf_addr_query(c, c->names[c->iname], c->wait == SPF_WAIT_MX || c->wait == SPF_WAIT_MX_ADDR
-						  ? SPF_WAIT_MX_ADDR : SPF_WAIT_PTR_ADDR);
+	spf_addr_query(c, c->names[c->iname], w);
 }
 
-/* spf_ptr_ok - name is target or a subdomain of it (RFC 7208 5.5) */
-static int spf_ptr_ok(const char *name, const char *target)
+/* spf_ptr_rank - 0: name is target, 1: a subdomain of it, 2: neither
+ * (RFC 7208 5.5, 7.3). Both in presentation form: a dot escaped as "\."
+ * is inside a label, not a boundary */
+static int spf_ptr_rank(const char *name, const char *target)
 {
 	size_t nl = strlen(name), tl = strlen(target);
 	if (nl > 0 && name[nl - 1] == '.')
 		nl--;
-	if (nl < tl || strncasecmp(name + nl - tl, target, tl) != 0)
+	if (tl > 0 && target[tl - 1] == '.')
+		tl--;
+	if (tl == 0 || nl < tl || strncasecmp(name + nl - tl, target, tl) != 0)
+		return 2;
+	if (nl == tl)
 		return 0;
-	return nl == tl || name[nl - tl - 1] == '.';
+	size_t dot = nl - tl - 1, bs = 0;
+	if (name[dot] != '.')
+		return 2;
+	while (bs < dot && name[dot - 1 - bs] == '\\')
+		bs++;
+	return bs % 2 == 0 ? 1 : 2;
 }
 
 /* spf_has_p - does a macro-string use %{p} */
@@ -683,61 +801,177 @@ static int spf_has_p(const char *s, size_t l)
 	return 0;
 }
 
-static void spf_reverse_name(const struct spf_check *c, char *out, size_t outlen);
-static void spf_expl_finish(struct spf_check *c, const char *text, size_t len);
-
-/* spf_p_start - look up the validated client name for %{p} (RFC 7208 7.3);
- * 1 when a lookup started (the caller returns and is resumed later) */
-static int spf_p_start(struct spf_check *c, int for_exp)
+/* spf_ptr_names - the first SPF_NAMES_MAX PTR names of an answer into
+ * c->names (RFC 7208 4.6.4: the rest are ignored) */
+static void spf_ptr_names(struct spf_check *c, const struct dns_raw_result *res)
 {
-	char rev[80];
-	if (c->p_state)
-		return 0;
-	c->p_state = 1;
-	c->p_for_exp = for_exp;
-	spf_reverse_name(c, rev, sizeof(rev));
-	c->wait = SPF_WAIT_P_PTR;
-	c->q = dns_query_raw(c->dns, rev, DNS_RRTYPE_PTR, spf_on_raw, c);
-	return c->q != NULL;
+	c->nnames = c->iname = 0;
+	for (size_t i = 0; res->status == DNS_OK && i < res->nrrs && i < SPF_NAMES_MAX; i++) {
+		size_t used;
+		if (dns_parse_name(res->rrs[i].data, res->rrs[i].len, &used, c->names[c->nnames],
+				   sizeof(c->names[0])) == 0 && used == res->rrs[i].len)
+			c->nnames++;
+	}
 }
 
-/* spf_p_done - %{p} is known: resume where it was needed */
-static void spf_p_done(struct spf_check *c, const char *name)
+/* spf_names_filter - rank c->names against target: ranked, all of them
+ * in the order target, subdomains, others (stable; %{p}, 7.3); else only
+ * the target and its subdomains, in order (ptr, 5.5) */
+static void spf_names_filter(struct spf_check *c, const char *target, int ranked)
 {
-	if (name) {
-		size_t l = strlen(name);
-		if (l > 0 && name[l - 1] == '.')
-			l--;
-		if (l < sizeof(c->pname)) {
-			memcpy(c->pname, name, l);
-			c->pname[l] = '\0';
-			c->ctx.ptr_name = c->pname;
+	size_t n = 0;
+	for (int pass = 0; pass < (ranked ? 3 : 1); pass++) {
+		for (size_t i = n; i < c->nnames; i++) {
+			int rank = spf_ptr_rank(c->names[i], target);
+			if (ranked ? rank != pass : rank == 2)
+				continue;
+			if (i != n) {
+				char tmp[DNS_NAME_TEXT_MAX];
+				memcpy(tmp, c->names[i], sizeof(tmp));
+				memmove(c->names[n + 1], c->names[n], (i - n) * sizeof(c->names[0]));
+				memcpy(c->names[n], tmp, sizeof(tmp));
+			}
+			n++;
 		}
 	}
-	if (c->p_for_exp)
-		spf_expl_finish(c, c->exptext, c->exptextlen);
-	else
-		spf_run(c);
+	c->nnames = n;
 }
 
-/* spf_on_raw - every DNS answer of a mechanism: a, mx, ptr, exists */
-static void spf_on_raw(const struct dns_raw_result *res, void *arg)
+static void spf_reverse_name(const struct spf_check *c, char *out, size_t outlen);
+
+/* spf_p_start - look up the validated client name for %{p} (RFC 7208
+ * 7.3); 1 when a lookup started (resumed at `resume` later) */
+static int spf_p_start(struct spf_check *c, enum spf_p_resume resume)
 {
-	struct spf_check *c = arg;
+	char rev[80];
+	if (c->p_done)
+		return 0;
+	c->p_done = 1;
+	c->p_resume = resume;
+	/* the current domain ranks the validated names */
+	if (spf_name_escape(c->frames[c->depth - 1].domain, c->ptrtarget, sizeof(c->ptrtarget)) < 0)
+		c->ptrtarget[0] = '\0';
+	spf_reverse_name(c, rev, sizeof(rev));
+	return spf_raw(c, rev, DNS_RRTYPE_PTR, SPF_WAIT_P_PTR) == 0;
+}
+
+/* spf_p_done - %{p} is known (name NULL: "unknown"): resume */
+static void spf_p_done(struct spf_check *c, const char *name)
+{
+	if (name && spf_name_unescape(name, c->pname, sizeof(c->pname)) == 0)
+		c->ctx.ptr_name = c->pname;
+	switch (c->p_resume) {
+	case SPF_P_EXP_DOMAIN:
+		spf_exp_start(c);
+		break;
+	case SPF_P_EXP_TEXT:
+		spf_exp_finish(c);
+		break;
+	default:
+		spf_run(c);
+		break;
+	}
+}
+
+/* spf_txt_copy - one TXT rdata's strings joined (RFC 7208 3.3), owned */
+static char *spf_txt_copy(const struct dns_rr *rr, size_t *len)
+{
+	char *t = malloc(rr->len + 1);
+	if (t && dns_parse_txt(rr->data, rr->len, t, rr->len + 1, len) < 0) {
+		free(t);
+		return NULL;
+	}
+	return t;
+}
+
+/* spf_on_record - the TXT answer for the top frame's domain: select the
+ * SPF record (RFC 7208 4.4, 4.5) and evaluate it */
+static void spf_on_record(struct spf_check *c, const struct dns_raw_result *res)
+{
+	struct spf_frame *f = &c->frames[c->depth - 1];
+	switch (res->status) {
+	case DNS_OK:
+		break;
+	case DNS_NXDOMAIN:
+	case DNS_NODATA:
+	case DNS_BADNAME:
+		spf_frame_result(c, SPF_NONE);
+		return;
+	default:
+		spf_finish(c, SPF_TEMPERROR, NULL);
+		return;
+	}
+	char *found = NULL;
+	size_t flen = 0;
+	for (size_t i = 0; i < res->nrrs; i++) {
+		size_t l;
+		if (res->rrs[i].len == 0)
+			continue; /* no strings at all: not a record (RFC 1035 3.3.14) */
+		char *t = spf_txt_copy(&res->rrs[i], &l);
+		if (!t)
+			continue;
+		if (l >= 6 && spf_ieq(t, 6, "v=spf1") && (l == 6 || t[6] == ' ')) {
+			if (found) {
+				free(t);
+				free(found);
+				spf_finish(c, SPF_PERMERROR, NULL); /* 4.5: more than one record */
+				return;
+			}
+			found = t;
+			flen = l;
+		} else {
+			free(t);
+		}
+	}
+	if (!found) {
+		spf_frame_result(c, SPF_NONE);
+		return;
+	}
+	free(f->text);
+	f->text = found;
+	if (spf_record_parse(f->text, flen, &f->rec) < 0) {
+		spf_finish(c, SPF_PERMERROR, NULL);
+		return;
+	}
+	f->next = 0;
+	spf_run(c);
+}
+
+/* spf_on_exp - the explanation TXT for a fail (RFC 7208 6.2): any DNS
+ * error, no record or several records just mean no explanation */
+static void spf_on_exp(struct spf_check *c, const struct dns_raw_result *res)
+{
+	size_t l = 0;
+	free(c->exptext);
+	c->exptext = NULL;
+	if (res->status == DNS_OK && res->nrrs == 1 && res->rrs[0].len > 0)
+		c->exptext = spf_txt_copy(&res->rrs[0], &l);
+	if (c->exptext && strlen(c->exptext) != l) {
+		free(c->exptext); /* a NUL inside: not text */
+		c->exptext = NULL;
+	}
+	c->exptextlen = l;
+	if (c->exptext && spf_has_p(c->exptext, l) && spf_p_start(c, SPF_P_EXP_TEXT))
+		return;
+	spf_exp_finish(c);
+}
+
+/* spf_on_mech - the answer for a mechanism's lookup (a, mx, ptr, exists) */
+static void spf_on_mech(struct spf_check *c, const struct dns_raw_result *res)
+{
 	struct spf_frame *f = &c->frames[c->depth - 1];
 	const struct spf_term *t = &f->rec.terms[f->next];
 	int bits = c->ctx.ipv6 ? t->cidr6 : t->cidr4;
 	int isvoid = res->status == DNS_NXDOMAIN || res->status == DNS_NODATA ||
 		     (res->status == DNS_OK && res->nrrs == 0);
-	int err = !isvoid && res->status != DNS_OK;
-	c->q = NULL;
+	int err = !isvoid && res->status != DNS_OK && res->status != DNS_BADNAME;
 
 	switch (c->wait) {
 	case SPF_WAIT_A:
 	case SPF_WAIT_EXISTS:
 	case SPF_WAIT_MX:
 		if (res->status == DNS_BADNAME) {
-			spf_term_done(c, 0);
+			spf_term_done(c, 0); /* not a name that can exist */
 			return;
 		}
 		if (err) {
@@ -771,58 +1005,69 @@ static void spf_on_raw(const struct dns_raw_result *res, void *arg)
 					 sizeof(c->names[0])) == 0 && strcmp(c->names[c->nnames], ".") != 0)
 				c->nnames++;
 		}
-		spf_name_next(c);
+		spf_name_next(c, SPF_WAIT_MX_ADDR);
 		return;
 	case SPF_WAIT_PTR:
-		/* RFC 7208 5.5: a PTR error just means no match */
-		c->nnames = c->iname = 0;
-		for (size_t i = 0; res->status == DNS_OK && i < res->nrrs && c->nnames < SPF_NAMES_MAX; i++) {
-			size_t used;
-			if (dns_parse_name(res->rrs[i].data, res->rrs[i].len, &used, c->names[c->nnames],
-					   sizeof(c->names[0])) == 0)
-				c->nnames++;
-		}
-		c->wait = SPF_WAIT_PTR_ADDR;
-		spf_name_next(c);
+		/* RFC 7208 5.5: a PTR error just means no match; only names in
+		 * the target domain are validated */
+		spf_ptr_names(c, res);
+		spf_names_filter(c, c->ptrtarget, 0);
+		spf_name_next(c, SPF_WAIT_PTR_ADDR);
 		return;
 	case SPF_WAIT_MX_ADDR:
-		if (err && res->status != DNS_BADNAME) {
+		if (err) {
 			spf_finish(c, SPF_TEMPERROR, NULL);
 			return;
 		}
-		if (res->status == DNS_OK && spf_rr_match(c, res, bits)) {
+		if (spf_rr_match(c, res, bits)) {
 			spf_term_done(c, 1);
 			return;
 		}
 		c->iname++;
-		spf_name_next(c);
+		spf_name_next(c, SPF_WAIT_MX_ADDR);
 		return;
 	case SPF_WAIT_PTR_ADDR:
-		if (res->status == DNS_OK && spf_rr_match(c, res, c->ctx.ipv6 ? 128 : 32) &&
-		    spf_ptr_ok(c->names[c->iname], c->ptrtarget)) {
+		/* 5.5: an address lookup error skips that name */
+		if (spf_rr_match(c, res, c->ctx.ipv6 ? 128 : 32)) {
 			spf_term_done(c, 1);
 			return;
 		}
 		c->iname++;
-		spf_name_next(c);
+		spf_name_next(c, SPF_WAIT_PTR_ADDR);
+		return;
+	default:
+		spf_finish(c, SPF_TEMPERROR, NULL);
+		return;
+	}
+}
+
+/* spf_on_raw - every DNS answer of a check */
+static void spf_on_raw(const struct dns_raw_result *res, void *arg)
+{
+	struct spf_check *c = arg;
+	c->q = NULL;
+	switch (c->wait) {
+	case SPF_WAIT_RECORD:
+		spf_on_record(c, res);
+		return;
+	case SPF_WAIT_EXP:
+		spf_on_exp(c, res);
 		return;
 	case SPF_WAIT_P_PTR:
-		/* any error: %{p} is "unknown" */
-		c->nnames = c->iname = 0;
-		for (size_t i = 0; res->status == DNS_OK && i < res->nrrs && c->nnames < SPF_NAMES_MAX; i++) {
-			size_t used;
-			if (dns_parse_name(res->rrs[i].data, res->rrs[i].len, &used, c->names[c->nnames],
-					   sizeof(c->names[0])) == 0)
-				c->nnames++;
-		}
+		/* any error: %{p} is "unknown". Names are ranked: the current
+		 * domain, then its subdomains, then any (RFC 7208 7.3) */
+		spf_ptr_names(c, res);
+		spf_names_filter(c, c->ptrtarget, 1);
 		if (c->nnames == 0) {
 			spf_p_done(c, NULL);
 			return;
 		}
 		spf_addr_query(c, c->names[0], SPF_WAIT_P_ADDR);
 		return;
-	case SPF_WAIT_P_ADDR:
-		if (res->status == DNS_OK && spf_rr_match(c, res, c->ctx.ipv6 ? 128 : 32)) {
+	case SPF_WAIT_P_ADDR: {
+		char text[DNS_NAME_TEXT_MAX];
+		if (spf_rr_match(c, res, c->ctx.ipv6 ? 128 : 32) &&
+		    spf_name_unescape(c->names[c->iname], text, sizeof(text)) == 0) {
 			spf_p_done(c, c->names[c->iname]);
 			return;
 		}
@@ -832,103 +1077,41 @@ static void spf_on_raw(const struct dns_raw_result *res, void *arg)
 		}
 		spf_addr_query(c, c->names[c->iname], SPF_WAIT_P_ADDR);
 		return;
+	}
 	default:
-		spf_finish(c, SPF_TEMPERROR, NULL);
+		spf_on_mech(c, res);
 		return;
 	}
 }
 
-/* spf_on_exp - the explanation TXT for a fail (RFC 7208 6.2) */
-static void spf_on_exp(const struct dns_txt_result *res, void *arg)
+/* spf_exp_start - a fail at the top: fetch the exp= explanation (6.2) */
+static void spf_exp_start(struct spf_check *c)
 {
-	struct spf_check *c = arg;
-	char expl[SPF_EXPLAIN_MAX];
-	const char *e = NULL;
-	c->q = NULL;
-	/* any failure here just means no explanation: the result stays fail */
-	if (res->status == DNS_OK && res->ntxts == 1 && strlen(res->txts[0].data) == res->txts[0].len) {
-		if (spf_has_p(res->txts[0].data, res->txts[0].len) && !c->p_state) {
-			c->exptext = malloc(res->txts[0].len + 1);
-			if (c->exptext) {
-				memcpy(c->exptext, res->txts[0].data, res->txts[0].len + 1);
-				c->exptextlen = res->txts[0].len;
-				if (spf_p_start(c, 1))
-					return;
-			}
-		}
-		c->ctx.domain = c->frames[c->depth - 1].domain;
-		if (spf_macro_expand(res->txts[0].data, res->txts[0].len, &c->ctx, 1, expl, sizeof(expl)) >= 0)
-			e = expl;
-	}
-	spf_finish(c, SPF_FAIL, e);
+	struct spf_frame *f = &c->frames[c->depth - 1];
+	char dom[SPF_DOMAIN_MAX + 2];
+	if (spf_has_p(f->rec.exp, f->rec.explen) && spf_p_start(c, SPF_P_EXP_DOMAIN))
+		return;
+	if (spf_target(c, f->rec.exp, f->rec.explen, dom, sizeof(dom)) == 0 && dom[0] &&
+	    spf_query(c, dom, SPF_RRTYPE_TXT, SPF_WAIT_EXP) == 0)
+		return;
+	spf_finish(c, SPF_FAIL, NULL);
 }
 
-/* spf_expl_finish - expand a saved explanation and report the fail */
-static void spf_expl_finish(struct spf_check *c, const char *text, size_t len)
+/* spf_exp_finish - expand the fetched explanation and report the fail */
+static void spf_exp_finish(struct spf_check *c)
 {
 	char expl[SPF_EXPLAIN_MAX];
 	const char *e = NULL;
 	c->ctx.domain = c->frames[c->depth - 1].domain;
-	if (text && spf_macro_expand(text, len, &c->ctx, 1, expl, sizeof(expl)) >= 0)
+	if (c->exptext && spf_macro_expand(c->exptext, c->exptextlen, &c->ctx, 1, expl, sizeof(expl)) >= 0)
 		e = expl;
 	spf_finish(c, SPF_FAIL, e);
-}
-
-/* spf_on_txt - the SPF record of the top frame's domain (RFC 7208 4.5) */
-static void spf_on_txt(const struct dns_txt_result *res, void *arg)
-{
-	struct spf_check *c = arg;
-	struct spf_frame *f = &c->frames[c->depth - 1];
-	c->q = NULL;
-	switch (res->status) {
-	case DNS_OK:
-		break;
-	case DNS_NXDOMAIN:
-	case DNS_NODATA:
-	case DNS_BADNAME:
-		spf_frame_result(c, SPF_NONE);
-		return;
-	default:
-		spf_finish(c, SPF_TEMPERROR, NULL);
-		return;
-	}
-	const struct dns_txt *found = NULL;
-	for (size_t i = 0; i < res->ntxts; i++) {
-		const struct dns_txt *t = &res->txts[i];
-		if (t->len >= 6 && spf_ieq(t->data, 6, "v=spf1") && (t->len == 6 || t->data[6] == ' ')) {
-			if (found) {
-				spf_finish(c, SPF_PERMERROR, NULL); /* 4.5: more than one record */
-				return;
-			}
-			found = t;
-		}
-	}
-	if (!found) {
-		spf_frame_result(c, SPF_NONE);
-		return;
-	}
-	free(f->text);
-	f->text = malloc(found->len + 1);
-	if (!f->text) {
-		spf_finish(c, SPF_TEMPERROR, NULL);
-		return;
-	}
-	memcpy(f->text, found->data, found->len);
-	f->text[found->len] = '\0';
-	if (spf_record_parse(f->text, found->len, &f->rec) < 0) {
-		spf_finish(c, SPF_PERMERROR, NULL);
-		return;
-	}
-	f->next = 0;
-	spf_run(c);
 }
 
 /* spf_fetch - look up the record of the top frame */
 static void spf_fetch(struct spf_check *c)
 {
-	c->wait = SPF_WAIT_RECORD;
-	c->q = dns_txt_lookup(c->dns, c->frames[c->depth - 1].domain, spf_on_txt, c);
-	if (!c->q)
+	if (spf_query(c, c->frames[c->depth - 1].domain, SPF_RRTYPE_TXT, SPF_WAIT_RECORD) < 0)
 		spf_finish(c, SPF_TEMPERROR, NULL);
 }
 
@@ -940,13 +1123,8 @@ static void spf_frame_result(struct spf_check *c, enum spf_result r)
 		r = SPF_PERMERROR; /* RFC 7208 6.1 */
 	if (c->depth == 1) {
 		if (r == SPF_FAIL && f->rec.exp) {
-			char dom[SPF_DOMAIN_MAX + 2];
-			if (spf_target(c, f->rec.exp, f->rec.explen, dom, sizeof(dom)) == 0 && dom[0]) {
-				c->wait = SPF_WAIT_EXP;
-				c->q = dns_txt_lookup(c->dns, dom, spf_on_exp, c);
-				if (c->q)
-					return;
-			}
+			spf_exp_start(c);
+			return;
 		}
 		spf_finish(c, r, NULL);
 		return;
@@ -998,6 +1176,39 @@ static int spf_count(struct spf_check *c)
 	return ++c->lookups > SPF_LOOKUP_MAX;
 }
 
+/* spf_mech_start - start the lookup of a DNS-using mechanism at dom */
+static void spf_mech_start(struct spf_check *c, const struct spf_term *t, const char *dom)
+{
+	int rc;
+	if (t->mech == SPF_MECH_INCLUDE) {
+		if (c->depth >= SPF_DEPTH_MAX) {
+			spf_finish(c, SPF_PERMERROR, NULL);
+			return;
+		}
+		struct spf_frame *nf = &c->frames[c->depth++];
+		free(nf->text);
+		memset(nf, 0, sizeof(*nf));
+		snprintf(nf->domain, sizeof(nf->domain), "%s", dom);
+		spf_fetch(c);
+		return;
+	}
+	if (t->mech == SPF_MECH_MX) {
+		rc = spf_query(c, dom, DNS_RRTYPE_MX, SPF_WAIT_MX);
+	} else if (t->mech == SPF_MECH_PTR) {
+		char rev[80];
+		spf_reverse_name(c, rev, sizeof(rev));
+		rc = spf_name_escape(dom, c->ptrtarget, sizeof(c->ptrtarget));
+		if (rc == 0)
+			rc = spf_raw(c, rev, DNS_RRTYPE_PTR, SPF_WAIT_PTR);
+	} else if (t->mech == SPF_MECH_EXISTS) {
+		rc = spf_query(c, dom, DNS_RRTYPE_A, SPF_WAIT_EXISTS); /* A even for IPv6 (5.7) */
+	} else {
+		rc = spf_query(c, dom, c->ctx.ipv6 ? DNS_RRTYPE_AAAA : DNS_RRTYPE_A, SPF_WAIT_A);
+	}
+	if (rc < 0)
+		spf_finish(c, SPF_TEMPERROR, NULL);
+}
+
 /* spf_run - evaluate terms of the top frame until one needs DNS or matches */
 static void spf_run(struct spf_check *c)
 {
@@ -1022,54 +1233,24 @@ static void spf_run(struct spf_check *c)
 			break;
 		}
 		/* %{p} needs its own lookups first; the term is then redone */
-		if (t->spec && spf_has_p(t->spec, t->speclen) && spf_p_start(c, 0))
+		if (t->spec && spf_has_p(t->spec, t->speclen) && spf_p_start(c, SPF_P_RUN))
 			return;
-		if (spf_count(c)) {
+		if (spf_count(c) || spf_target(c, t->spec, t->speclen, dom, sizeof(dom)) < 0) {
 			spf_finish(c, SPF_PERMERROR, NULL);
 			return;
 		}
-		if (spf_target(c, t->spec, t->speclen, dom, sizeof(dom)) < 0) {
-			spf_finish(c, SPF_PERMERROR, NULL);
-			return;
-		}
-		if (t->mech == SPF_MECH_INCLUDE) {
-			if (c->depth >= SPF_DEPTH_MAX) {
-				spf_finish(c, SPF_PERMERROR, NULL);
-				return;
-			}
-			struct spf_frame *nf = &c->frames[c->depth++];
-			free(nf->text);
-			memset(nf, 0, sizeof(*nf));
-			snprintf(nf->domain, sizeof(nf->domain), "%s", dom);
-			spf_fetch(c);
-			return;
-		}
-		if (t->mech == SPF_MECH_MX) {
-			c->wait = SPF_WAIT_MX;
-			c->q = dns_query_raw(c->dns, dom, DNS_RRTYPE_MX, spf_on_raw, c);
-		} else if (t->mech == SPF_MECH_PTR) {
-			char rev[80];
-			spf_reverse_name(c, rev, sizeof(rev));
-			memcpy(c->ptrtarget, dom, strlen(dom) + 1);
-			c->wait = SPF_WAIT_PTR;
-			c->q = dns_query_raw(c->dns, rev, DNS_RRTYPE_PTR, spf_on_raw, c);
-		} else if (t->mech == SPF_MECH_EXISTS) {
-			c->wait = SPF_WAIT_EXISTS;
-			c->q = dns_query_raw(c->dns, dom, DNS_RRTYPE_A, spf_on_raw, c);
-		} else {
-			spf_addr_query(c, dom, SPF_WAIT_A);
-			return;
-		}
-		if (!c->q)
-			spf_finish(c, SPF_TEMPERROR, NULL);
+		spf_mech_start(c, t, dom);
 		return;
 	}
 	if (f->rec.redirect) {
+		if (spf_has_p(f->rec.redirect, f->rec.redirectlen) && spf_p_start(c, SPF_P_RUN))
+			return;
 		if (spf_count(c) || spf_target(c, f->rec.redirect, f->rec.redirectlen, dom, sizeof(dom)) < 0) {
 			spf_finish(c, SPF_PERMERROR, NULL);
 			return;
 		}
-		/* a tail call: the new record's result is this frame's result */
+		/* a tail call: the new record's result is this frame's result,
+		 * and its exp= (not this one's) explains a fail (RFC 7208 6.2) */
 		free(f->text);
 		f->text = NULL;
 		memset(&f->rec, 0, sizeof(f->rec));
@@ -1082,27 +1263,30 @@ static void spf_run(struct spf_check *c)
 	spf_frame_result(c, SPF_NEUTRAL);
 }
 
-/* spf_domain_ok - RFC 7208 4.3: a multi-label name with sane labels */
+/* spf_domain_ok - RFC 7208 4.3: a multi-label name with labels of 1..63
+ * octets, not an address literal and not an all-numeric top label */
 static int spf_domain_ok(const char *d)
 {
-	size_t l = strlen(d), lab = 0, labels = 0;
+	size_t l = strlen(d), lab = 0, labels = 0, digits = 0;
 	if (l > 0 && d[l - 1] == '.')
 		l--;
-	if (l == 0 || l > SPF_DOMAIN_MAX)
+	if (l == 0 || l > SPF_DOMAIN_MAX || d[0] == '[')
 		return 0;
 	for (size_t i = 0; i <= l; i++) {
 		if (i == l || d[i] == '.') {
 			if (lab == 0 || lab > 63)
 				return 0;
 			labels++;
-			lab = 0;
+			if (i == l && digits == lab)
+				return 0;
+			lab = digits = 0;
 		} else {
 			lab++;
+			digits += d[i] >= '0' && d[i] <= '9';
 		}
 	}
 	return labels >= 2;
 }
-
 /* spf_check_start - begin check_host() for a client */
 struct spf_check *spf_check_start(struct dns *dns, const char *ip, const char *mailfrom,
 				  const char *helo, const char *receiver, spf_done_cb done,
@@ -1166,8 +1350,7 @@ struct spf_check *spf_check_start(struct dns *dns, const char *ip, const char *m
 	} else {
 		/* spf_domain_ok bounds the length to SPF_DOMAIN_MAX */
 		memcpy(c->frames[0].domain, c->sdomain, strlen(c->sdomain) + 1);
-		c->wait = SPF_WAIT_RECORD;
-		c->q = dns_txt_lookup(dns, c->frames[0].domain, spf_on_txt, c);
+		(void)spf_query(c, c->frames[0].domain, SPF_RRTYPE_TXT, SPF_WAIT_RECORD);
 	}
 	if (!c->q) {
 		spf_free(c);
@@ -1184,4 +1367,141 @@ void spf_check_cancel(struct spf_check *c)
 	if (c->q)
 		dns_cancel(c->q);
 	spf_free(c);
+}
+
+/* ---------------------------------------------------------------- header */
+
+#define SPF_HDR_VALUE_MAX 255 /* identities are cut to this in the field */
+
+/* the comment of each result (RFC 7208 9.1): S the sender, A the client */
+static const char *const spf_hdr_text[] = {
+	[SPF_NONE] = "domain of S does not designate permitted sender hosts",
+	[SPF_NEUTRAL] = "A is neither permitted nor denied by domain of S",
+	[SPF_PASS] = "domain of S designates A as permitted sender",
+	[SPF_FAIL] = "domain of S does not designate A as permitted sender",
+	[SPF_SOFTFAIL] = "domain of transitioning S does not designate A as permitted sender",
+	[SPF_TEMPERROR] = "temporary error in processing during lookup of S",
+	[SPF_PERMERROR] = "permanent error in processing domain of S",
+};
+
+/* spf_hdr_word - a space (or a fold, past column 76) then the word */
+static void spf_hdr_word(struct strbuf *out, size_t *col, const struct strbuf *w)
+{
+	if (*col + 1 + w->len > 76 && *col > 8) {
+		strbuf_add(out, "\r\n\t", 3);
+		*col = 8;
+	} else {
+		strbuf_addc(out, ' ');
+		(*col)++;
+	}
+	strbuf_add(out, w->s, w->len);
+	*col += w->len;
+}
+
+/* spf_hdr_clean - s cut to SPF_HDR_VALUE_MAX with every byte outside
+ * %x20-7E (CR, LF, controls, 8-bit) replaced by '?' */
+static void spf_hdr_clean(const char *s, char *out)
+{
+	size_t o = 0;
+	for (; s && s[o] && o < SPF_HDR_VALUE_MAX; o++) {
+		unsigned char ch = (unsigned char)s[o];
+		out[o] = ch >= 0x20 && ch <= 0x7e ? (char)ch : '?';
+	}
+	out[o] = '\0';
+}
+
+/* spf_hdr_quoted - add s to w, each of the bytes in `special` (and '\')
+ * as a quoted-pair (RFC 5322 3.2.1) */
+static void spf_hdr_quoted(struct strbuf *w, const char *s, const char *special)
+{
+	for (; *s; s++) {
+		if (*s == '\\' || strchr(special, *s))
+			strbuf_addc(w, '\\');
+		strbuf_addc(w, *s);
+	}
+}
+
+/* spf_hdr_pair - "key=value;": a dot-atom as it is, else a quoted-string */
+static void spf_hdr_pair(struct strbuf *out, size_t *col, const char *key, const char *v, int last)
+{
+	static const char atext[] = "!#$%&'*+-/=?^_`{|}~";
+	struct strbuf w;
+	size_t n = strlen(v);
+	int atom = n > 0 && v[0] != '.' && v[n - 1] != '.' && !strstr(v, "..");
+	for (size_t i = 0; atom && i < n; i++)
+		atom = (v[i] >= 'a' && v[i] <= 'z') || (v[i] >= 'A' && v[i] <= 'Z') ||
+		       (v[i] >= '0' && v[i] <= '9') || v[i] == '.' || strchr(atext, v[i]) != NULL;
+	strbuf_init(&w);
+	strbuf_addf(&w, "%s=", key);
+	if (atom) {
+		strbuf_add(&w, v, n);
+	} else {
+		strbuf_addc(&w, '"');
+		spf_hdr_quoted(&w, v, "\"");
+		strbuf_addc(&w, '"');
+	}
+	if (!last)
+		strbuf_addc(&w, ';');
+	spf_hdr_word(out, col, &w);
+	strbuf_free(&w);
+}
+
+/* spf_received_header - a Received-SPF field (RFC 7208 9.1) */
+void spf_received_header(enum spf_result r, const char *ip, const char *mailfrom, const char *helo,
+			 const char *receiver, struct strbuf *out)
+{
+	char cip[SPF_HDR_VALUE_MAX + 1], cfrom[SPF_HDR_VALUE_MAX + 1], chelo[SPF_HDR_VALUE_MAX + 1],
+	    crecv[SPF_HDR_VALUE_MAX + 1];
+	struct strbuf w;
+	size_t col;
+
+	if ((unsigned)r > SPF_PERMERROR)
+		r = SPF_PERMERROR;
+	spf_hdr_clean(ip, cip);
+	spf_hdr_clean(mailfrom, cfrom);
+	spf_hdr_clean(helo, chelo);
+	spf_hdr_clean(receiver, crecv);
+	strbuf_addf(out, "Received-SPF: %s", spf_result_str(r));
+	col = strlen("Received-SPF: ") + strlen(spf_result_str(r));
+	/* the comment, word by word; in the identities '(' ')' '\' and spaces
+	 * are quoted-pairs, so each stays one word of a well-formed comment */
+	strbuf_init(&w);
+	strbuf_addc(&w, '(');
+	if (crecv[0]) {
+		spf_hdr_quoted(&w, crecv, "() ");
+		strbuf_addc(&w, ':');
+		spf_hdr_word(out, &col, &w);
+		strbuf_reset(&w);
+	}
+	for (const char *p = spf_hdr_text[r]; *p;) {
+		size_t l = strcspn(p, " ");
+		if (l == 1 && *p == 'S') {
+			/* the identity checked: MAIL FROM, or postmaster@HELO for
+			 * the null path (RFC 7208 2.3, 4.3) */
+			if (!cfrom[0])
+				strbuf_adds(&w, "postmaster@");
+			spf_hdr_quoted(&w, cfrom[0] ? cfrom : chelo, "() ");
+		} else if (l == 1 && *p == 'A') {
+			spf_hdr_quoted(&w, cip[0] ? cip : "unknown", "() ");
+		} else {
+			strbuf_add(&w, p, l);
+		}
+		p += l;
+		if (*p == '\0')
+			strbuf_addc(&w, ')');
+		else
+			p++;
+		spf_hdr_word(out, &col, &w);
+		strbuf_reset(&w);
+	}
+	strbuf_free(&w);
+	spf_hdr_pair(out, &col, "client-ip", cip, 0);
+	if (cfrom[0])
+		spf_hdr_pair(out, &col, "envelope-from", cfrom, 0);
+	if (chelo[0])
+		spf_hdr_pair(out, &col, "helo", chelo, 0);
+	if (crecv[0])
+		spf_hdr_pair(out, &col, "receiver", crecv, 0);
+	spf_hdr_pair(out, &col, "identity", cfrom[0] ? "mailfrom" : "helo", 1);
+	strbuf_add(out, "\r\n", 2);
 }

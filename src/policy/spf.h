@@ -8,12 +8,17 @@
  *   spf_check_start / spf_check_cancel  one check_host() run for a client
  *   spf_record_parse                  pure: "v=spf1 ..." text -> terms
  *   spf_macro_expand                  pure: macro-string -> text (RFC 7208 7)
+ *   spf_name_escape / spf_name_unescape  pure: target text <-> the DNS
+ *                                     presentation form dns_query_raw takes
+ *   spf_received_header               pure: a Received-SPF field (9.1)
  *
  * Trusts nothing: records, names and explanations come from DNS and are
  * hostile; every expansion is bounded by the caller's buffer and every
  * record by SPF_TERMS_MAX. The DNS lookup limit (10), the void lookup
- * limit (2) and the MX target limit (10) of RFC 7208 4.6.4 are enforced.
- * Standards: RFC 7208 (check_host, sections 4, 5, 6, 7).
+ * limit (2), the MX target limit (10) and the PTR name limit (10) of
+ * RFC 7208 4.6.4 are enforced. Names in the Received-SPF field are
+ * sanitized (no CR, LF or controls; quoted where not a dot-atom).
+ * Standards: RFC 7208 (check_host, sections 2.3, 4, 5, 6, 7; 9.1).
  */
 #ifndef TERN_POLICY_SPF_H
 #define TERN_POLICY_SPF_H
@@ -22,6 +27,7 @@
 
 struct dns;
 struct spf_check;
+struct strbuf;
 
 enum spf_result {
 	SPF_NONE,
@@ -115,5 +121,34 @@ struct spf_macro_ctx {
  */
 long spf_macro_expand(const char *in, size_t len, const struct spf_macro_ctx *ctx, int exp,
 		      char *out, size_t outlen);
+
+/*
+ * spf_name_escape - target text (any octets; '.' separates labels) into
+ * DNS presentation form: [A-Za-z0-9_-] and '.' as themselves, '\' as
+ * "\\", every other octet as \DDD (as dns_parse_name writes names).
+ * 0 ok, -1 out too small.
+ */
+int spf_name_escape(const char *raw, char *out, size_t outlen);
+/*
+ * spf_name_unescape - presentation form back into text; -1 when an escape
+ * is malformed, decodes to a '.' inside a label or to a byte outside
+ * %x21-7E, or out is too small.
+ */
+int spf_name_unescape(const char *name, char *out, size_t outlen);
+
+/*
+ * spf_received_header - append to out a complete Received-SPF header
+ * field (RFC 7208 9.1), folded, ending in CRLF, e.g.
+ *   Received-SPF: pass (mx.example: domain of a@b.example designates
+ *   \t192.0.2.1 as permitted sender) client-ip=192.0.2.1;
+ *   \tenvelope-from="a@b.example"; helo=h.example; receiver=mx.example;
+ *   \tidentity=mailfrom
+ * ip/mailfrom/helo/receiver as given to spf_check_start (NULL = ""):
+ * mailfrom "" means the HELO identity (postmaster@helo) was checked. Each
+ * value is cut to 255 bytes, bytes outside %x20-7E become '?', and values
+ * that are not dot-atoms are quoted-strings.
+ */
+void spf_received_header(enum spf_result r, const char *ip, const char *mailfrom, const char *helo,
+			 const char *receiver, struct strbuf *out);
 
 #endif
