@@ -9,7 +9,9 @@
  * the record is "v=DKIM1; k=rsa; p=<base64 SubjectPublicKeyInfo>", for
  * Ed25519 "v=DKIM1; k=ed25519; p=<base64 raw 32-byte key>" (RFC 8463 4.2).
  * An existing key is never overwritten (O_EXCL): rotating means a new
- * selector. DIR defaults to DKIM_KEY_DIR_DEFAULT.
+ * selector. DIR defaults to the configuration's dkim_key_dir, where ternd
+ * looks for signing keys. Run as root, the key and its directories are
+ * given to run_user: ternd reads keys per message after dropping root.
  *
  * Exports: ctl_dkim_run (to be declared in ternctl.h).
  * Trusts: the domain and selector only after a strict charset check
@@ -19,6 +21,7 @@
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,8 +34,6 @@
 
 #include "core/fsutil.h"
 #include "ctl/ternctl.h"
-
-#define DKIM_KEY_DIR_DEFAULT "/etc/tern/dkim"
 
 int ctl_dkim_run(struct ternctl *t, int argc, char **argv);
 
@@ -57,7 +58,8 @@ static int ctl_dkim_usage(void)
 }
 
 /* ctl_dkim_keygen - generate, store and print the record */
-static int ctl_dkim_keygen(const char *dir, const char *domain, const char *selector, int ed)
+static int ctl_dkim_keygen(const char *dir, const char *domain, const char *selector, int ed,
+			   const char *owner)
 {
 	char path[4400], ddir[4096], err[256];
 	char dom[256];
@@ -69,12 +71,27 @@ static int ctl_dkim_keygen(const char *dir, const char *domain, const char *sele
 		fprintf(stderr, "ternctl dkim: directory name too long\n");
 		return TERNCTL_EXIT_USAGE;
 	}
-	/* why 0700: the directory holds private keys */
-	if (fs_mkdir_p(ddir, 0700, err, sizeof(err)) < 0) {
+	/* why 0711 then 0700: the key directory only needs to be traversable
+	 * (by run_user); each domain directory holds private keys */
+	if (fs_mkdir_p(dir, 0711, err, sizeof(err)) < 0 || fs_mkdir_p(ddir, 0700, err, sizeof(err)) < 0) {
 		fprintf(stderr, "ternctl dkim: %s\n", err);
 		return TERNCTL_EXIT_FAIL;
 	}
 	snprintf(path, sizeof(path), "%s/%s.%s.pem", ddir, selector, ed ? "ed25519" : "rsa");
+	/* why: ternd loads signing keys after setuid(run_user), so as root the
+	 * key and its domain directory are given to that user (never the
+	 * directory above: it may be any path the admin named) */
+	struct passwd *pw = NULL;
+	if (geteuid() == 0 && owner != NULL && owner[0] != '\0') {
+		pw = getpwnam(owner);
+		if (pw == NULL)
+			fprintf(stderr, "ternctl dkim: warning: run_user %s does not exist: the key stays "
+					"root's, which ternd running as %s could not read\n", owner, owner);
+		else if (chown(ddir, pw->pw_uid, pw->pw_gid) < 0) {
+			fprintf(stderr, "ternctl dkim: chown %s: %s\n", ddir, strerror(errno));
+			return TERNCTL_EXIT_FAIL;
+		}
+	}
 	EVP_PKEY *pk = ed ? EVP_PKEY_Q_keygen(NULL, NULL, "ED25519") : EVP_RSA_gen(2048);
 	if (!pk) {
 		fprintf(stderr, "ternctl dkim: key generation failed\n");
@@ -84,6 +101,13 @@ static int ctl_dkim_keygen(const char *dir, const char *domain, const char *sele
 	int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (fd < 0) {
 		fprintf(stderr, "ternctl dkim: %s: %s\n", path, strerror(errno));
+		EVP_PKEY_free(pk);
+		return TERNCTL_EXIT_FAIL;
+	}
+	if (pw != NULL && fchown(fd, pw->pw_uid, pw->pw_gid) < 0) {
+		fprintf(stderr, "ternctl dkim: chown %s: %s\n", path, strerror(errno));
+		close(fd);
+		unlink(path);
 		EVP_PKEY_free(pk);
 		return TERNCTL_EXIT_FAIL;
 	}
@@ -124,8 +148,7 @@ static int ctl_dkim_keygen(const char *dir, const char *domain, const char *sele
 /* ctl_dkim_run - "ternctl dkim ..." (argv[0] is "dkim") */
 int ctl_dkim_run(struct ternctl *t, int argc, char **argv)
 {
-	(void)t;
-	const char *dir = DKIM_KEY_DIR_DEFAULT, *args[2];
+	const char *dir = NULL, *args[2];
 	size_t na = 0;
 	int ed = 0;
 	if (argc < 2 || strcmp(argv[1], "keygen") != 0)
@@ -151,5 +174,18 @@ int ctl_dkim_run(struct ternctl *t, int argc, char **argv)
 		fprintf(stderr, "ternctl dkim: bad domain or selector\n");
 		return TERNCTL_EXIT_USAGE;
 	}
-	return ctl_dkim_keygen(dir, args[0], args[1], ed);
+	const char *owner = NULL;
+	if (dir == NULL || geteuid() == 0) {
+		/* the configuration names the key directory and run_user */
+		if (ternctl_conf_load(t) < 0)
+			return TERNCTL_EXIT_FAIL;
+		if (dir == NULL)
+			dir = t->conf.dkim_key_dir;
+		owner = t->conf.run_user;
+	}
+	if (dir == NULL || dir[0] == '\0') {
+		fprintf(stderr, "ternctl dkim: no dkim_key_dir configured; use --dir\n");
+		return TERNCTL_EXIT_USAGE;
+	}
+	return ctl_dkim_keygen(dir, args[0], args[1], ed, owner);
 }

@@ -9,7 +9,10 @@
  *
  * Signals: SIGTERM/SIGINT stop accepting, tell idle sessions 421, let every
  * commit in flight finish (so each 250 sent is true), wait for running
- * deliveries, and exit 0. SIGHUP reloads the configuration and tables.
+ * deliveries, and exit 0. SIGHUP reloads the configuration and tables, and
+ * builds a new milter chain (filter_env) for new connections; sessions
+ * keep the configuration and chain they started with. The resolver that
+ * mail authentication uses (dns_resolver) is made once, at start-up.
  *
  * Trusts: the configuration only after conf_load has checked it; nothing
  * from the network (that is the session's job).
@@ -39,7 +42,9 @@
 #include "event/worker.h"
 #include "deliver/remote.h"
 #include "policy/limits.h"
+#include "dns/dns.h"
 #include "lookup/lookup.h"
+#include "policy/filter.h"
 #include "queue/queue.h"
 #include "sched/sched.h"
 #include "smtp/smtp_server.h"
@@ -60,6 +65,7 @@ struct ternd {
 	struct sched *sched;
 	struct remote *remote;
 	struct control *control;
+	struct dns *dns;           /* mail authentication's resolver */
 	struct event *sig_term, *sig_int, *sig_hup, *deadline;
 	int exit_code;
 };
@@ -257,6 +263,19 @@ static void ternd_on_idle(struct conn_server *srv)
 	event_base_loopexit(ternd_global->base, NULL);
 }
 
+/* ternd_filter_env - milters and mail authentication for configuration c */
+static struct filter_env *ternd_filter_env(struct ternd *t, const struct conf *c, char *err, size_t errlen)
+{
+	struct filter_env_conf fc = {
+		.base = t->base,
+		.conf = c,
+		.dns = t->dns,
+		.queue = t->queue,
+		.workers = t->srv.workers,
+	};
+	return filter_env_new(&fc, err, errlen);
+}
+
 /* ternd_reload - SIGHUP: new configuration and tables, or keep the old */
 static int ternd_reload(struct ternd *t)
 {
@@ -272,12 +291,22 @@ static int ternd_reload(struct ternd *t)
 		free(c);
 		return -1;
 	}
+	char ferr[512];
+	struct filter_env *fe = ternd_filter_env(t, c, ferr, sizeof(ferr));
+	if (fe == NULL) {
+		log_event(LOG_LEVEL_ERR, "reload_failed", "%s; keeping the running configuration", ferr);
+		lookup_free(tab);
+		conf_free(c);
+		free(c);
+		return -1;
+	}
 	struct tls_server *tls = NULL;
 	if (c->tls_cert) {
 		char err[512];
 		tls = tls_server_new(c->tls_cert, c->tls_key, err, sizeof(err));
 		if (tls == NULL) {
 			log_event(LOG_LEVEL_ERR, "reload_failed", "%s; keeping the running configuration", err);
+			filter_env_unref(fe);
 			lookup_free(tab);
 			conf_free(c);
 			free(c);
@@ -290,6 +319,9 @@ static int ternd_reload(struct ternd *t)
 	t->srv.tls = tls;
 	lookup_free(t->srv.tables);
 	t->srv.tables = tab;
+	/* live sessions hold references to the old env (and its milters) */
+	filter_env_unref(t->srv.filter_env);
+	t->srv.filter_env = fe;
 	t->old_confs = xrealloc(t->old_confs, (t->nold + 1) * sizeof(*t->old_confs));
 	t->old_confs[t->nold++] = t->conf;
 	t->conf = c;
@@ -413,6 +445,16 @@ int main(int argc, char **argv)
 	}
 	t.srv.workers = worker_pool_new(t.base, 2);
 	t.srv.limits = limits_new(100000);
+	t.dns = dns_new(t.base, t.conf->dns_resolver, err, sizeof(err));
+	if (t.dns == NULL) {
+		log_event(LOG_LEVEL_CRIT, "startup_failed", "resolver: %s", err);
+		return 1;
+	}
+	t.srv.filter_env = ternd_filter_env(&t, t.conf, err, sizeof(err));
+	if (t.srv.filter_env == NULL) {
+		fprintf(stderr, "%s:0: %s\n", t.conf_path, err);
+		return 1;
+	}
 	if (sched_recover(t.sched, err, sizeof(err)) < 0) {
 		log_event(LOG_LEVEL_CRIT, "startup_failed", "queue recovery: %s", err);
 		return 1;
@@ -438,6 +480,8 @@ int main(int argc, char **argv)
 	log_end(&l);
 
 	event_base_dispatch(t.base);
+	filter_env_unref(t.srv.filter_env); /* sessions still open keep theirs */
+	t.srv.filter_env = NULL;
 	remote_free(t.remote);
 	worker_pool_free(t.srv.workers);
 	limits_free(t.srv.limits);
@@ -453,6 +497,7 @@ int main(int argc, char **argv)
 	lookup_free(t.srv.tables);
 	tls_server_unref(t.srv.tls);
 	conn_server_fini(&t.srv);
+	dns_free(t.dns);
 	event_free(t.sig_term);
 	event_free(t.sig_int);
 	event_free(t.sig_hup);

@@ -1,7 +1,11 @@
 /*
  * conn - socket I/O, timers and limits around one smtp_session.
  * See conn.h. The session is a pure state machine; this file is the only
- * place that reads and writes client sockets for plain-text SMTP.
+ * place that reads and writes client sockets for plain-text SMTP. The
+ * session's policy operations (stage_check, txn_end, the content and the
+ * commit) go to the connection's filter (policy/filter.h: milters, mail
+ * authentication), which answers the session itself and calls
+ * conn_filter_resume when it did so from an event.
  */
 #include "event/conn.h"
 
@@ -9,6 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -28,6 +34,7 @@
 #include "tls/tls_io.h"
 #include "auth/passwd.h"
 #include "event/worker.h"
+#include "policy/filter.h"
 #include "policy/limits.h"
 #include <openssl/crypto.h>
 #include <time.h>
@@ -35,6 +42,11 @@
 #define CONN_READ_CHUNK 16384
 /* stop reading from a client that does not read our replies */
 #define CONN_OUT_HIGH_WATER (256 * 1024)
+/* stop reading message content while a milter lags this far behind, and
+ * look again after CONN_BACKLOG_POLL_MS (the milter client has no "drained"
+ * callback) */
+#define CONN_MILTER_HIGH_WATER (1024 * 1024)
+#define CONN_BACKLOG_POLL_MS 50
 
 struct conn {
 	struct conn_server *srv;
@@ -45,12 +57,14 @@ struct conn {
 	char addr[64];
 	const struct conf *conf; /* the configuration this session started with */
 	struct smtp_session *session;
+	struct filter *filter;   /* milters and mail authentication (policy/filter.h) */
 	struct event *rev, *wev, *timer, *greet;
+	struct event *backlog;   /* re-check a milter's backlog (CONN_MILTER_HIGH_WATER) */
+	int lagging;             /* not reading while a milter lags */
 	struct strbuf out;
 	size_t out_off;
 	int reading;
 	int close_requested;
-	int commit_pending;      /* a queue commit is in flight: keep the session */
 	int auth_pending;        /* a password check is in flight: keep the session */
 	struct event *auth_timer; /* the delay before a failed AUTH is answered */
 	int started;
@@ -143,6 +157,7 @@ void conn_server_fini(struct conn_server *srv)
 /* ---- connection lifetime ---- */
 
 static void conn_update(struct conn *c);
+static void conn_on_backlog(evutil_socket_t fd, short what, void *arg);
 static int conn_tls_begin(struct conn *c);
 static void conn_tls_failed(struct conn *c, const char *why);
 
@@ -150,6 +165,8 @@ static void conn_tls_failed(struct conn *c, const char *why);
 static void conn_free(struct conn *c)
 {
 	struct conn_server *srv = c->srv;
+	/* the filter first: it may still name the session in a log line */
+	filter_free(c->filter);
 	if (c->session)
 		smtp_session_free(c->session);
 	if (c->rev)
@@ -160,6 +177,8 @@ static void conn_free(struct conn *c)
 		event_free(c->timer);
 	if (c->greet)
 		event_free(c->greet);
+	if (c->backlog)
+		event_free(c->backlog);
 	if (c->ssl)
 		SSL_free(c->ssl);
 	if (c->tls)
@@ -245,8 +264,11 @@ static void conn_update(struct conn *c)
 	int pending_out = c->out.len > c->out_off;
 	if (c->close_requested && !pending_out)
 		conn_close_socket(c);
+	/* a policy check or an end of message (the queue commit with it)
+	 * in flight keeps the session, like a password check */
+	int waiting = c->auth_pending || filter_busy(c->filter);
 	if (c->fd < 0) {
-		if (!c->commit_pending && !c->auth_pending)
+		if (!waiting)
 			conn_free(c);
 		return;
 	}
@@ -256,9 +278,25 @@ static void conn_update(struct conn *c)
 			conn_tls_failed(c, "cannot start TLS");
 		return; /* the handshake path re-arms (or frees) the connection */
 	}
+	int lagging = filter_backlog(c->filter) > CONN_MILTER_HIGH_WATER;
 	int want = c->started && !c->close_requested && !c->starttls_pending &&
 		   smtp_session_wants_input(c->session) &&
-		   (c->out.len - c->out_off) < CONN_OUT_HIGH_WATER;
+		   (c->out.len - c->out_off) < CONN_OUT_HIGH_WATER && !lagging;
+	if (lagging != c->lagging) {
+		struct log_line l;
+		log_begin(&l, LOG_LEVEL_DEBUG, lagging ? "milter_backlog_pause" : "milter_backlog_resume");
+		log_kv(&l, "session", c->id);
+		log_kvi(&l, "backlog", (long long)filter_backlog(c->filter));
+		log_end(&l);
+		c->lagging = lagging;
+	}
+	if (lagging && !c->handshaking) {
+		if (c->backlog == NULL)
+			c->backlog = evtimer_new(c->srv->base, conn_on_backlog, c);
+		struct timeval btv = {0, CONN_BACKLOG_POLL_MS * 1000};
+		if (c->backlog)
+			event_add(c->backlog, &btv);
+	}
 	if (c->handshaking)
 		want = 1;
 	if (want && !c->reading)
@@ -271,13 +309,23 @@ static void conn_update(struct conn *c)
 		event_active(c->rev, EV_READ, 0);
 	if (c->ssl_want_write)
 		event_add(c->wev, NULL);
-	if (c->started && !c->commit_pending && !c->auth_pending) {
+	if (c->started && !waiting) {
 		struct timeval tv = {(time_t)smtp_session_timeout_secs(c->session), 0};
 		event_add(c->timer, &tv);
+	} else if (waiting) {
+		event_del(c->timer); /* the checks have their own deadlines */
 	}
 }
 
 static void conn_handshake(struct conn *c);
+
+/* conn_on_backlog - a milter was lagging: read again once it caught up */
+static void conn_on_backlog(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	conn_update(arg);
+}
 
 static void conn_on_read(evutil_socket_t fd, short what, void *arg)
 {
@@ -400,7 +448,7 @@ static void conn_on_timeout(evutil_socket_t fd, short what, void *arg)
 	struct conn *c = arg;
 	(void)fd;
 	(void)what;
-	if (c->commit_pending || c->auth_pending)
+	if (c->auth_pending || filter_busy(c->filter))
 		return;
 	if (c->handshaking) {
 		conn_tls_failed(c, "handshake timeout");
@@ -473,9 +521,12 @@ static struct queue_file *conn_op_msg_open(void *ctx, struct envelope *env)
 	return f;
 }
 
+/* conn_op_msg_write - the content to the filter (milters, DKIM hashes)
+ * and to the queue file */
 static int conn_op_msg_write(void *ctx, struct queue_file *f, const char *p, size_t n)
 {
-	(void)ctx;
+	struct conn *c = ctx;
+	filter_write(c->filter, p, n);
 	if (queue_file_write(f, p, n) < 0) {
 		errno = queue_file_errno(f);
 		return -1;
@@ -483,23 +534,35 @@ static int conn_op_msg_write(void *ctx, struct queue_file *f, const char *p, siz
 	return 0;
 }
 
-/* conn_on_commit - the queue says the message is (or is not) durable */
-static void conn_on_commit(void *arg, int status, const char *reason)
-{
-	struct conn *c = arg;
-	int e = status == 0 ? 0 : errno;
-	c->commit_pending = 0;
-	smtp_session_commit_done(c->session, status, e, reason);
-	conn_update(c);
-}
-
+/* conn_op_msg_commit - end of data: the filter runs the end-of-message
+ * checks and edits, commits the queue file and answers the session */
 static void conn_op_msg_commit(void *ctx, struct queue_file *f, struct smtp_session *s)
 {
 	struct conn *c = ctx;
-	(void)s;
-	c->commit_pending = 1;
 	event_del(c->timer);
-	queue_file_commit(f, conn_on_commit, c);
+	filter_commit(c->filter, f, s);
+}
+
+/* conn_op_stage_check - the policy checks of a stage (policy/filter.c) */
+static void conn_op_stage_check(void *ctx, enum smtp_stage stage, struct smtp_session *s)
+{
+	struct conn *c = ctx;
+	filter_stage(c->filter, stage, s);
+}
+
+/* conn_op_txn_end - the transaction is over: the filter forgets it */
+static void conn_op_txn_end(void *ctx, struct smtp_session *s)
+{
+	struct conn *c = ctx;
+	(void)s;
+	filter_txn_end(c->filter);
+}
+
+/* conn_filter_resume - the filter answered the session from an event:
+ * flush its replies, re-arm reading (may free the connection) */
+static void conn_filter_resume(void *arg)
+{
+	conn_update(arg);
 }
 
 static void conn_op_msg_abort(void *ctx, struct queue_file *f)
@@ -651,6 +714,8 @@ static const struct smtp_server_ops conn_ops = {
 	.auth_check = conn_op_auth_check,
 	.sender_check = conn_op_sender_check,
 	.rate_check = conn_op_rate_check,
+	.stage_check = conn_op_stage_check,
+	.txn_end = conn_op_txn_end,
 };
 
 /* conn_refuse - answer a connection we will not serve, and close it */
@@ -677,7 +742,8 @@ static unsigned long conn_fd_reserve(unsigned long limit)
 }
 
 /* conn_start - checks limits, then a session for the socket */
-static void conn_start(struct conn_server *srv, int fd, int kind, const char *addr, int trusted)
+static void conn_start(struct conn_server *srv, int fd, int kind, const char *addr, unsigned short port,
+		       int trusted)
 {
 	const struct conf *conf = srv->conf;
 	if (srv->shutting_down) {
@@ -721,10 +787,19 @@ static void conn_start(struct conn_server *srv, int fd, int kind, const char *ad
 		.hide_client = (int)conf->hide_client_address,
 		.session_id = c->id,
 	};
-	c->session = smtp_session_new(conf, &info, &conn_ops, c);
+	struct filter_client fc = {
+		.addr = c->addr,
+		.port = port,
+		.name = NULL,
+		.session_id = c->id,
+		.local = strcmp(addr, "local") == 0 && port == 0,
+	};
+	c->filter = srv->filter_env ? filter_new(srv->filter_env, &fc, conn_filter_resume, c) : NULL;
+	c->session = c->filter ? smtp_session_new(conf, &info, &conn_ops, c) : NULL;
 	if (c->session == NULL) {
+		filter_free(c->filter);
 		free(c);
-		conn_refuse(fd, SMTP_R_NO_MEMORY, addr, "out of memory");
+		conn_refuse(fd, SMTP_R_NO_MEMORY, addr, srv->filter_env ? "out of memory" : "no filter");
 		return;
 	}
 	c->rev = event_new(srv->base, fd, EV_READ | EV_PERSIST, conn_on_read, c);
@@ -767,14 +842,19 @@ void conn_accept(struct conn_server *srv, int fd, int kind, const struct sockadd
 	(void)peerlen;
 	char addr[64];
 	netaddr_str(peer, addr, sizeof(addr));
-	conn_start(srv, fd, kind, addr, netaddr_in_list(&srv->conf->mynetworks, peer));
+	unsigned short port = 0;
+	if (peer->ss_family == AF_INET)
+		port = ntohs(((const struct sockaddr_in *)peer)->sin_port);
+	else if (peer->ss_family == AF_INET6)
+		port = ntohs(((const struct sockaddr_in6 *)peer)->sin6_port);
+	conn_start(srv, fd, kind, addr, port, netaddr_in_list(&srv->conf->mynetworks, peer));
 }
 
 void conn_accept_local(struct conn_server *srv, int fd)
 {
 	/* the control socket only admits our own uid or root (control.c):
 	 * local programs may send anywhere, like mynetworks */
-	conn_start(srv, fd, SMTP_LISTENER_MX, "local", 1);
+	conn_start(srv, fd, SMTP_LISTENER_MX, "local", 0, 1);
 }
 
 void conn_shutdown_all(struct conn_server *srv)

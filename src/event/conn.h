@@ -30,6 +30,7 @@ struct worker_pool;
 struct limits;
 struct conn;
 struct conn_iptab;
+struct filter_env;
 
 struct conn_server {
 	struct event_base *base;
@@ -40,6 +41,8 @@ struct conn_server {
 	struct tls_server *tls;       /* NULL without tls_cert; replaced on SIGHUP */
 	struct worker_pool *workers;  /* password checks, off the loop */
 	struct limits *limits;        /* AUTH failures, message rates */
+	struct filter_env *filter_env; /* milters, mail authentication; replaced on SIGHUP
+				       * (each connection keeps a reference to its own) */
 	struct conn *conns;           /* list of live connections */
 	size_t nconns;
 	struct conn_iptab *iptab;     /* connections per client address */

@@ -5,7 +5,7 @@
  * formats in queue_env.c.
  *
  * Exports (see queue.h):
- *   queue_open/queue_close     directories, dir fds, the commit thread
+ *   queue_open/queue_close     directories, dir fds, the commit threads
  *   queue_id_valid             syntax of a queue ID
  *   queue_id_new               a fresh ID (queue_int.h)
  *   queue_msg_load             envelope + state of msg/QID
@@ -13,6 +13,9 @@
  *   queue_rcpt_record          append a recipient outcome to state/QID
  *   queue_msg_hold             append a hold record to state/QID
  *   queue_msg_remove           msg/QID then state/QID
+ *   queue_msg_finish           the same for a finished message (fast path),
+ *                              its file kept in free/ for reuse
+ *   queue_pool_get/_put        the free/ pool (queue_int.h)
  *   queue_scan                 recovery: tmp/, corrupt files, orphans
  * Trusts: nothing on disk (every file is parsed as hostile); queue IDs
  * from callers are checked with queue_id_valid before they name a file.
@@ -101,10 +104,14 @@ struct queue *queue_open(const char *dir, struct event_base *base, char *err, si
 	struct queue *q = xcalloc(1, sizeof(*q));
 	q->dir = xstrdup(dir);
 	q->base = base;
-	q->dir_fd = q->tmp_fd = q->msg_fd = q->state_fd = q->corrupt_fd = q->efd = -1;
+	q->dir_fd = q->tmp_fd = q->msg_fd = q->state_fd = q->corrupt_fd = q->free_fd = q->efd = -1;
 	pthread_mutex_init(&q->id_mu, NULL);
+	pthread_mutex_init(&q->pool_mu, NULL);
+	q->pool = xcalloc(QUEUE_POOL_MAX, sizeof(*q->pool));
 	pthread_mutex_init(&q->mu, NULL);
 	pthread_cond_init(&q->cv, NULL);
+	pthread_mutex_init(&q->ds_mu, NULL);
+	pthread_cond_init(&q->ds_cv, NULL);
 	q->pending_tail = &q->pending;
 	q->done_tail = &q->done;
 	q->dir_fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -115,7 +122,8 @@ struct queue *queue_open(const char *dir, struct event_base *base, char *err, si
 	if ((q->tmp_fd = queue_subdir(q, "tmp", err, errlen)) < 0 ||
 	    (q->msg_fd = queue_subdir(q, "msg", err, errlen)) < 0 ||
 	    (q->state_fd = queue_subdir(q, "state", err, errlen)) < 0 ||
-	    (q->corrupt_fd = queue_subdir(q, "corrupt", err, errlen)) < 0)
+	    (q->corrupt_fd = queue_subdir(q, "corrupt", err, errlen)) < 0 ||
+	    (q->free_fd = queue_subdir(q, "free", err, errlen)) < 0)
 		goto fail;
 	/* the subdirectories' own entries must survive a crash before any
 	 * message is acknowledged inside them */
@@ -136,13 +144,17 @@ void queue_close(struct queue *q)
 	if (q == NULL)
 		return;
 	queue_commit_stop(q);
-	int fds[] = {q->dir_fd, q->tmp_fd, q->msg_fd, q->state_fd, q->corrupt_fd};
+	int fds[] = {q->dir_fd, q->tmp_fd, q->msg_fd, q->state_fd, q->corrupt_fd, q->free_fd};
 	for (size_t i = 0; i < sizeof(fds) / sizeof(fds[0]); i++)
 		if (fds[i] >= 0)
 			close(fds[i]);
 	pthread_mutex_destroy(&q->id_mu);
+	pthread_mutex_destroy(&q->pool_mu);
+	free(q->pool);
 	pthread_mutex_destroy(&q->mu);
 	pthread_cond_destroy(&q->cv);
+	pthread_mutex_destroy(&q->ds_mu);
+	pthread_cond_destroy(&q->ds_cv);
 	free(q->dir);
 	free(q);
 }
@@ -178,6 +190,34 @@ static int queue_read_at(int fd, void *p, size_t n, off_t off)
 	return 0;
 }
 
+/* queue_gap_check - the gap[hdr_len, hdr_len + gap) between header and
+ * content holds only NUL bytes (what create reserved and commit did not
+ * fill): with the marker's numbers it pins down where the content starts.
+ * hdr[0..have) is what was read already. 0, or -1 with errno (EBADMSG) */
+static int queue_gap_check(int fd, const char *hdr, size_t have, size_t hdr_len, size_t gap)
+{
+	char buf[QUEUE_RESERVE];
+	const char *g = hdr + hdr_len;
+	if (gap > sizeof(buf)) {
+		errno = EBADMSG;
+		return -1;
+	}
+	if (hdr_len + gap > have) {
+		if (queue_read_at(fd, buf, gap, (off_t)hdr_len) < 0)
+			return -1;
+		g = buf;
+	}
+	static const char zeros[256];
+	for (size_t i = 0; i < gap; i += sizeof(zeros)) {
+		size_t n = gap - i < sizeof(zeros) ? gap - i : sizeof(zeros);
+		if (memcmp(g + i, zeros, n) != 0) {
+			errno = EBADMSG;
+			return -1;
+		}
+	}
+	return 0;
+}
+
 /* queue_msg_open - open msg/QID, parse and validate it completely.
  * errno on failure: ENOENT (no such message), EBADMSG (corrupt: torn,
  * unparseable, wrong qid; to be set aside) or an I/O error. */
@@ -208,6 +248,7 @@ static int queue_msg_open(struct queue *q, const char *qid, struct envelope *env
 	uint64_t size = (uint64_t)st.st_size;
 	/* read the header in growing chunks: a message is mostly content */
 	size_t cap = 16384, have = 0, hdr_len = 0;
+	int version = 0;
 	for (;;) {
 		size_t want = size < cap ? (size_t)size : cap;
 		hdr = xrealloc(hdr, want ? want : 1);
@@ -217,7 +258,7 @@ static int queue_msg_open(struct queue *q, const char *qid, struct envelope *env
 			goto fail;
 		}
 		have = want;
-		int r = queue_env_parse_hdr(hdr, have, env, &hdr_len, err, errlen);
+		int r = queue_env_parse_hdr(hdr, have, env, &hdr_len, &version, err, errlen);
 		if (r == 0)
 			break;
 		if (r == -2 && have < size && cap < QUEUE_HDR_MAX) {
@@ -228,15 +269,21 @@ static int queue_msg_open(struct queue *q, const char *qid, struct envelope *env
 	}
 	char tail[QUEUE_TRAILER_MAX];
 	size_t tn = size < sizeof(tail) ? (size_t)size : sizeof(tail);
-	uint64_t clen;
+	uint64_t clen, gap;
 	if (queue_read_at(fd, tail, tn, (off_t)(size - tn)) < 0) {
 		e = errno;
 		snprintf(err, errlen, "read msg/%s: %s", qid, strerror(e));
 		env_free(env);
 		goto fail;
 	}
-	if (queue_trailer_check(tail, tn, size, hdr_len, &clen) < 0) {
+	if (queue_trailer_check(tail, tn, size, hdr_len, version, &gap, &clen) < 0) {
 		snprintf(err, errlen, "no valid end marker (torn file)");
+		env_free(env);
+		goto fail;
+	}
+	if (gap > 0 && queue_gap_check(fd, hdr, have, hdr_len, (size_t)gap) < 0) {
+		e = errno;
+		snprintf(err, errlen, "%s", e == EBADMSG ? "gap before the content is not empty" : strerror(e));
 		env_free(env);
 		goto fail;
 	}
@@ -248,7 +295,7 @@ static int queue_msg_open(struct queue *q, const char *qid, struct envelope *env
 	env->content_size = clen;
 	free(hdr);
 	*fdp = fd;
-	*hdr_off = (off_t)hdr_len;
+	*hdr_off = (off_t)(hdr_len + gap);
 	return 0;
 fail:
 	free(hdr);
@@ -435,6 +482,71 @@ int queue_msg_remove(struct queue *q, const char *qid)
 	return 0;
 }
 
+/* queue_pool_reusable - dir/name is a plain file with one link, small
+ * enough to keep */
+static int queue_pool_reusable(int dir_fd, const char *name)
+{
+	struct stat st;
+	return fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1 &&
+	       st.st_size <= (off_t)QUEUE_POOL_FILE_MAX;
+}
+
+/* queue_pool_push - remember a name now in free/: 0, or -1 when full */
+static int queue_pool_push(struct queue *q, const char *name)
+{
+	pthread_mutex_lock(&q->pool_mu);
+	int full = q->npool >= QUEUE_POOL_MAX;
+	if (!full)
+		snprintf(q->pool[q->npool++], QUEUE_ID_MAX, "%s", name);
+	pthread_mutex_unlock(&q->pool_mu);
+	return full ? -1 : 0;
+}
+
+int queue_pool_get(struct queue *q, char out[QUEUE_ID_MAX])
+{
+	pthread_mutex_lock(&q->pool_mu);
+	int have = q->npool > 0;
+	if (have)
+		memcpy(out, q->pool[--q->npool], QUEUE_ID_MAX);
+	pthread_mutex_unlock(&q->pool_mu);
+	return have;
+}
+
+int queue_pool_put(struct queue *q, int dir_fd, const char *name)
+{
+	pthread_mutex_lock(&q->pool_mu);
+	int full = q->npool >= QUEUE_POOL_MAX;
+	pthread_mutex_unlock(&q->pool_mu);
+	if (full || !queue_id_valid(name) || !queue_pool_reusable(dir_fd, name))
+		return -1;
+	/* NOREPLACE: a name already in free/ (another process's) stays */
+	if (renameat2(dir_fd, name, q->free_fd, name, RENAME_NOREPLACE) < 0)
+		return -1;
+	if (queue_pool_push(q, name) < 0)
+		unlinkat(q->free_fd, name, 0); /* filled up meanwhile */
+	return 0;
+}
+
+/* queue_msg_finish - see queue.h. The file goes to free/ (or is removed);
+ * the state log, if any, goes only after msg/QID. Without sync a power
+ * loss may bring back the message and lose its log, and every recipient
+ * is delivered again (hence only for idempotent deliveries); it may also
+ * leave the file under both names, which queue_scan_free notices by the
+ * link count and does not reuse. */
+int queue_msg_finish(struct queue *q, const char *qid, int sync)
+{
+	char err[64];
+	if (queue_bad_id(qid, err, sizeof(err)) < 0)
+		return -1;
+	if (queue_pool_put(q, q->msg_fd, qid) < 0 && unlinkat(q->msg_fd, qid, 0) < 0 && errno != ENOENT)
+		return -1;
+	if (sync && fsync(q->msg_fd) < 0)
+		return -1;
+	if (unlinkat(q->state_fd, qid, 0) < 0 && errno != ENOENT)
+		return -1;
+	return 0;
+}
+
 /* queue_log - one event line about a queue file */
 static void queue_log(enum log_level lvl, const char *event, const char *key, const char *name,
 		      const char *reason)
@@ -581,10 +693,39 @@ static int queue_scan_state(struct queue *q, char *err, size_t errlen)
 	return 0;
 }
 
+/* queue_scan_free - take free/ into the pool; what cannot be reused (a
+ * name also left in msg/ by a crash: two links; too many, too large,
+ * not a plain file) is removed */
+static int queue_scan_free(struct queue *q, char *err, size_t errlen)
+{
+	size_t n;
+	char **v = queue_dir_list(q->free_fd, &n, err, errlen);
+	if (v == NULL)
+		return -1;
+	pthread_mutex_lock(&q->pool_mu);
+	q->npool = 0;
+	pthread_mutex_unlock(&q->pool_mu);
+	for (size_t i = 0; i < n; i++) {
+		if (queue_id_valid(v[i]) && faccessat(q->msg_fd, v[i], F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
+			/* the same name in msg/: a removal a crash undid half. The
+			 * two may share an inode whose link count a file system
+			 * check has not fixed: touch neither, keep it for a human */
+			queue_log(LOG_LEVEL_WARN, "queue_free_conflict", "qid", v[i], "also in msg/");
+			queue_set_aside(q, q->free_fd, v[i], ".free");
+			continue;
+		}
+		if (queue_id_valid(v[i]) && queue_pool_reusable(q->free_fd, v[i]) && queue_pool_push(q, v[i]) == 0)
+			continue;
+		unlinkat(q->free_fd, v[i], 0);
+	}
+	queue_list_free(v, n);
+	return 0;
+}
+
 int queue_scan(struct queue *q, queue_scan_found found, void *arg, char *err, size_t errlen)
 {
-	if (queue_scan_tmp(q, err, errlen) < 0 || queue_scan_msg(q, found, arg, err, errlen) < 0 ||
-	    queue_scan_state(q, err, errlen) < 0)
+	if (queue_scan_tmp(q, err, errlen) < 0 || queue_scan_free(q, err, errlen) < 0 ||
+	    queue_scan_msg(q, found, arg, err, errlen) < 0 || queue_scan_state(q, err, errlen) < 0)
 		return -1;
 	/* make the moves to corrupt/ stick so a set-aside file is not met again */
 	if (fsync(q->msg_fd) < 0 || fsync(q->corrupt_fd) < 0) {

@@ -5,26 +5,33 @@
  *
  * Layout under queue_dir:
  *   tmp/QID     being received (O_EXCL); never delivered; removed at start
- *   msg/QID     committed: versioned envelope, content, end marker; immutable
+ *   msg/QID     committed: versioned envelope, (gap,) content, end marker;
+ *               immutable (format: queue_env.c)
  *   state/QID   append-only recipient progress log (one record a line,
  *               a torn last line is ignored: at worst a delivery repeats)
  *   corrupt/    files that failed to parse, set aside, never delivered
+ *   free/       finished queue files kept to be overwritten by new ones
+ *               (no inode allocated and freed per message); never read
  *
- * Commits go through a commit thread that shares one directory fsync among
- * all messages waiting at that moment (group commit); the completion
- * callback always runs on the event loop thread.
+ * Commits go through a few commit threads (their flushes in flight
+ * together) that share one directory fsync among all messages waiting at
+ * that moment (group commit); the completion callback always runs on the
+ * event loop thread.
  *
  * Exports:
- *   queue_open/queue_close          the store (and its commit thread)
+ *   queue_open/queue_close          the store (and its commit threads)
  *   queue_file_create               start a message: assigns env->qid,
  *                                   writes the envelope header
  *   queue_file_write                append content (buffered)
+ *   queue_file_prepend              header fields to stand before the content
+ *   queue_file_restart              start the content over (milter edits)
  *   queue_file_commit               make it durable, then call done()
  *   queue_file_abort                discard an unfinished message
  *   queue_msg_load                  read envelope + progress of a message
  *   queue_msg_content               open the content: fd, offset, length
  *   queue_rcpt_record               durably record a recipient's outcome
  *   queue_msg_remove                drop a finished message
+ *   queue_msg_finish                the same, with or without the dir sync
  *   queue_scan                      start-up recovery: clean tmp/, list msg/
  *   queue_env_format/queue_env_parse the envelope text format (versioned)
  *   queue_env_check                 can this envelope be stored? (create checks)
@@ -58,6 +65,24 @@ int queue_file_write(struct queue_file *f, const void *p, size_t n);
 /* queue_file_errno - errno of the first failure, for choosing the reply */
 int queue_file_errno(const struct queue_file *f);
 
+/* queue_file_prepend - text p[0..n) (complete header fields, CRLF line
+ * ends) to stand before the content at commit; replaces an earlier call's
+ * text (n = 0 removes it) and survives queue_file_restart. Any length: up
+ * to QUEUE_RESERVE bytes it is written into the space reserved at create
+ * (no copy), longer text makes the commit copy the content into a new file
+ * (on the commit thread). The text is copied. 0, or -1 with errno (the
+ * file already failed). Readers see prepend + content as the content. */
+int queue_file_prepend(struct queue_file *f, const char *p, size_t n);
+/* queue_file_restart - start the content over (same qid): the envelope
+ * header is written anew from the env given at create, which the caller may
+ * have changed (milter CHGFROM, ADDRCPT, DELRCPT; env->qid is kept). The
+ * content written so far stays readable with pread(*old_fd, .., *old_off +
+ * i), i < *old_len, until commit or abort (the queue owns and closes
+ * old_fd; a second restart closes the first one's). 0, or -1 with errno:
+ * EINVAL when the changed env cannot be stored (nothing changed then), else
+ * the file failed (commit will report it). */
+int queue_file_restart(struct queue_file *f, int *old_fd, off_t *old_off, off_t *old_len);
+
 /* done(arg, 0, NULL) when durable; done(arg, -1, reason) on failure (the file
  * is removed, errno holds the cause, e.g. ENOSPC). The queue_file is freed by
  * the queue after done() returns. With an event base, done() runs on the
@@ -83,6 +108,13 @@ int queue_rcpt_dsn(struct queue *q, const char *qid, size_t idx, unsigned kind, 
 /* queue_msg_hold - durably record held (1) or released (0) */
 int queue_msg_hold(struct queue *q, const char *qid, int held, char *err, size_t errlen);
 int queue_msg_remove(struct queue *q, const char *qid);
+/* queue_msg_finish - remove a message every recipient of which is final
+ * (delivered, no DSN owed), recorded or not (the scheduler's fast path
+ * writes no state for it). sync = 0: the removal is not made durable, so a
+ * power loss may bring the message back and it is delivered again: only
+ * for messages whose deliveries are idempotent (local Maildir ones, by
+ * their fixed names). sync = 1 is queue_msg_remove. */
+int queue_msg_finish(struct queue *q, const char *qid, int sync);
 
 /* queue_scan - remove tmp/ leftovers (never acknowledged), set aside corrupt
  * files, and call found() for each committed message, oldest first */

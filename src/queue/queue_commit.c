@@ -1,17 +1,32 @@
 /*
  * queue_commit - receiving a message into the queue and making it durable.
  *
- * A message is written to tmp/QID (created O_EXCL) through a 64 KiB
- * buffer, then committed: the end marker is appended and flushed, the file
- * is fdatasync'd, renamed to msg/QID and msg/ is fsync'd. Only then is
- * done(arg, 0, NULL) called and may the client hear 250. The fsync steps
- * run on a commit thread that takes every file waiting at that moment and
- * shares one fsync of msg/ among them (group commit); it hands results back
- * to the event loop through an eventfd, so done() always runs on the loop
- * thread and never inside queue_file_commit (no re-entry into the caller).
+ * A message is written to tmp/QID through a 64 KiB buffer: the envelope
+ * header, QUEUE_RESERVE NUL bytes reserved for text to prepend
+ * (queue_file_prepend), then the content. tmp/QID is a file of the free/
+ * pool renamed there (overwritten from the start, cut to size at commit:
+ * no inode allocated or freed per message), or else created O_EXCL. At
+ * commit the prepend is written right-aligned into the reserve (so it joins
+ * the content), the end marker with the gap and the length is appended and
+ * flushed, the file is fdatasync'd, renamed to msg/QID and msg/ is
+ * fsync'd. Only then is done(arg, 0, NULL) called and may the client hear
+ * 250. The fsync steps run on QUEUE_COMMIT_THREADS commit threads, each
+ * taking one waiting file at a time, so the flushes of concurrent messages
+ * are in flight together; the fsync of msg/ is shared by every rename that
+ * waits for it at the same moment (group commit). Results go back to the
+ * event loop through an eventfd, so done() always runs on the loop thread
+ * and never inside queue_file_commit (no re-entry into the caller).
+ *
+ * A prepend longer than the reserve is handled by copying: the commit
+ * thread writes a new tmp/QID (header, prepend, content, gap 0) from the
+ * old one's descriptor. queue_file_restart replaces tmp/QID by a new file
+ * with a fresh header; the old one's name goes at once (a crash leaves
+ * nothing of it), its descriptor stays open for the caller to read the old
+ * content.
  * With no event base everything runs in the caller's thread.
  *
  * Exports: queue_file_create, queue_file_write, queue_file_errno,
+ *          queue_file_prepend, queue_file_restart,
  *          queue_file_commit, queue_file_abort (queue.h);
  *          queue_commit_start, queue_commit_stop (queue_int.h)
  * Trusts: the envelope is checked (queue_env_check) before it is written.
@@ -26,6 +41,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/eventfd.h>
+#include <sys/param.h>
 #include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
@@ -37,10 +53,17 @@ struct queue_file {
 	struct queue *q;
 	struct envelope *env; /* the caller's, valid until commit or abort */
 	char qid[QUEUE_ID_MAX];
-	int fd;
+	int fd;      /* tmp/QID, read-write (the copy path reads it back) */
+	int old_fd;  /* content before the last restart, or -1 */
 	char *buf;
 	size_t blen;
+	off_t boff;  /* file offset of buf[0] */
+	uint64_t hdr_len, cstart; /* header length; content offset (after the reserve) */
 	uint64_t content_len;
+	char *pre;   /* queue_file_prepend text, pre_len bytes */
+	size_t pre_len;
+	int copy;    /* the prepend does not fit: the commit thread copies */
+	int reused;  /* fd is a file from free/: cut it to size at commit */
 	int err;     /* errno of the first failure, 0 while all is well */
 	int renamed; /* msg/QID exists (undo it if the directory sync fails) */
 	char reason[QUEUE_REASON_MAX];
@@ -63,6 +86,9 @@ static void qf_free(struct queue_file *f)
 {
 	if (f->fd >= 0)
 		close(f->fd);
+	if (f->old_fd >= 0)
+		close(f->old_fd);
+	free(f->pre);
 	free(f->buf);
 	free(f);
 }
@@ -76,6 +102,7 @@ static int qf_flush(struct queue_file *f)
 		qf_fail(f, errno, "write tmp/");
 		return -1;
 	}
+	f->boff += (off_t)f->blen;
 	f->blen = 0;
 	return 0;
 }
@@ -97,11 +124,52 @@ static int qf_put(struct queue_file *f, const void *p, size_t n)
 			qf_fail(f, errno, "write tmp/");
 			return -1;
 		}
+		f->boff += (off_t)n;
 		return 0;
 	}
 	memcpy(f->buf, p, n);
 	f->blen = n;
 	return 0;
+}
+
+/* qf_start - the envelope header and the reserve at the start of an empty
+ * f->fd; the content follows */
+static int qf_start(struct queue_file *f)
+{
+	static const char zeros[QUEUE_RESERVE];
+	struct strbuf hdr;
+	strbuf_init(&hdr);
+	queue_env_format(f->env, &hdr);
+	f->hdr_len = hdr.len;
+	f->cstart = hdr.len + QUEUE_RESERVE;
+	f->content_len = 0;
+	int r = qf_put(f, hdr.s, hdr.len);
+	strbuf_free(&hdr);
+	return r < 0 ? -1 : qf_put(f, zeros, sizeof(zeros));
+}
+
+/* qf_reuse - a file from free/ as tmp/QID, open for writing from the
+ * start (its old bytes are overwritten, the rest cut off at commit): no
+ * inode to allocate now nor to free later. -1 when the pool has none. */
+static int qf_reuse(struct queue *q, const char *qid)
+{
+	char name[QUEUE_ID_MAX];
+	while (queue_pool_get(q, name)) {
+		/* NOREPLACE: never over a file someone else is writing */
+		if (renameat2(q->free_fd, name, q->tmp_fd, qid, RENAME_NOREPLACE) < 0) {
+			if (errno == EEXIST)
+				return -1; /* (the name stays in free/ for the next start) */
+			continue;          /* gone: the next one */
+		}
+		int fd = openat(q->tmp_fd, qid, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+		struct stat st;
+		if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1)
+			return fd;
+		if (fd >= 0)
+			close(fd);
+		unlinkat(q->tmp_fd, qid, 0);
+	}
+	return -1;
 }
 
 struct queue_file *queue_file_create(struct queue *q, struct envelope *env, char *err, size_t errlen)
@@ -112,7 +180,7 @@ struct queue_file *queue_file_create(struct queue *q, struct envelope *env, char
 	}
 	if (env->arrival == 0)
 		env->arrival = time(NULL);
-	int fd = -1;
+	int fd = -1, reused = 0;
 	char qid[QUEUE_ID_MAX];
 	for (int tries = 0; fd < 0; tries++) {
 		if (tries == 100) {
@@ -121,8 +189,11 @@ struct queue_file *queue_file_create(struct queue *q, struct envelope *env, char
 			return NULL;
 		}
 		queue_id_new(q, qid);
+		fd = qf_reuse(q, qid);
+		reused = fd >= 0;
 		/* O_EXCL: two receivers can never share a file */
-		fd = openat(q->tmp_fd, qid, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd < 0)
+			fd = openat(q->tmp_fd, qid, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
 		if (fd < 0 && errno != EEXIST) {
 			int e = errno;
 			snprintf(err, errlen, "create %s/tmp/%s: %s", q->dir, qid, strerror(e));
@@ -142,14 +213,11 @@ struct queue_file *queue_file_create(struct queue *q, struct envelope *env, char
 	f->q = q;
 	f->env = env;
 	f->fd = fd;
+	f->reused = reused;
+	f->old_fd = -1;
 	memcpy(f->qid, qid, sizeof(qid));
 	f->buf = xmalloc(QUEUE_WBUF_SIZE);
-	struct strbuf hdr;
-	strbuf_init(&hdr);
-	queue_env_format(env, &hdr);
-	int r = qf_put(f, hdr.s, hdr.len);
-	strbuf_free(&hdr);
-	if (r < 0) {
+	if (qf_start(f) < 0) {
 		int e = f->err;
 		snprintf(err, errlen, "%s", f->reason);
 		queue_file_abort(f);
@@ -174,69 +242,228 @@ int queue_file_errno(const struct queue_file *f)
 	return f->err;
 }
 
+int queue_file_prepend(struct queue_file *f, const char *p, size_t n)
+{
+	if (f->err) {
+		errno = f->err;
+		return -1;
+	}
+	free(f->pre);
+	f->pre = NULL;
+	f->pre_len = n;
+	if (n) {
+		f->pre = xmalloc(n);
+		memcpy(f->pre, p, n);
+	}
+	return 0;
+}
+
+int queue_file_restart(struct queue_file *f, int *old_fd, off_t *old_off, off_t *old_len)
+{
+	struct queue *q = f->q;
+	char err[QUEUE_REASON_MAX];
+	if (f->err) {
+		errno = f->err;
+		return -1;
+	}
+	/* the ID is the file's, whatever the caller did to env */
+	memcpy(f->env->qid, f->qid, sizeof(f->qid));
+	if (queue_env_check(f->env, err, sizeof(err)) < 0) {
+		errno = EINVAL;
+		return -1;
+	}
+	/* everything written must be readable through the old descriptor */
+	if (qf_flush(f) < 0) {
+		errno = f->err;
+		return -1;
+	}
+	/* the old name goes first: tmp/QID is then always the current file,
+	 * and a crash leaves at most it (removed at start-up, never delivered) */
+	if (unlinkat(q->tmp_fd, f->qid, 0) < 0 && errno != ENOENT) {
+		qf_fail(f, errno, "unlink tmp/");
+		errno = f->err;
+		return -1;
+	}
+	int fd = openat(q->tmp_fd, f->qid, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		qf_fail(f, errno, "create tmp/");
+		errno = f->err;
+		return -1;
+	}
+	if (f->old_fd >= 0)
+		close(f->old_fd);
+	f->old_fd = f->fd;
+	*old_fd = f->fd;
+	*old_off = (off_t)f->cstart;
+	*old_len = (off_t)f->content_len;
+	f->fd = fd;
+	f->reused = 0;
+	f->boff = 0;
+	f->blen = 0;
+	if (qf_start(f) < 0) {
+		errno = f->err;
+		return -1;
+	}
+	return 0;
+}
+
 void queue_file_abort(struct queue_file *f)
 {
 	if (f == NULL)
 		return;
-	/* never acknowledged: nothing to keep (and queue_scan would remove it) */
-	unlinkat(f->q->tmp_fd, f->qid, 0);
+	/* never acknowledged: nothing to keep (and queue_scan would remove
+	 * it); the file itself may serve the next message */
+	if (f->fd >= 0 && (f->err || queue_pool_put(f->q, f->q->tmp_fd, f->qid) < 0))
+		unlinkat(f->q->tmp_fd, f->qid, 0);
 	qf_free(f);
 }
 
-/* qf_batch_commit - make every file of a batch durable, one msg/ fsync for
- * all; a file that fails anywhere is removed and keeps its reason */
-static void qf_batch_commit(struct queue *q, struct queue_file *batch)
+/* qf_copy_range - n bytes of from at off to the end of to (in the kernel
+ * when it can) */
+static int qf_copy_range(int from, off_t off, int to, uint64_t n)
 {
-	int renamed = 0;
-	for (struct queue_file *f = batch; f; f = f->next) {
-		if (f->err)
-			goto drop;
-		/* the content (and the size that makes it readable) must be on
-		 * disk before the name that promises a complete message */
-		if (fdatasync(f->fd) < 0) {
-			qf_fail(f, errno, "fdatasync tmp/");
-			goto drop;
+	int kernel = 1;
+	char buf[65536];
+	while (n > 0) {
+		size_t chunk = n < (1u << 30) ? (size_t)n : (1u << 30);
+		ssize_t r;
+		if (kernel) {
+			r = copy_file_range(from, &off, to, NULL, chunk, 0);
+			if (r < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL || errno == EOPNOTSUPP)) {
+				kernel = 0;
+				continue;
+			}
+		} else {
+			r = pread(from, buf, MIN(chunk, sizeof(buf)), off);
+			if (r > 0 && fs_write_all(to, buf, (size_t)r) < 0)
+				return -1;
+			if (r > 0)
+				off += r;
 		}
-		/* close can report a deferred write error (NFS and friends) */
-		int r = close(f->fd);
-		f->fd = -1;
-		if (r < 0) {
-			qf_fail(f, errno, "close tmp/");
-			goto drop;
-		}
-		/* atomic publication: msg/QID is either absent or complete.
-		 * NOREPLACE: a committed message is never overwritten. tmp/ is
-		 * not synced: if the old name survives a crash next to the new
-		 * one, queue_scan removes it from tmp/ and msg/ keeps the inode. */
-		r = renameat2(q->tmp_fd, f->qid, q->msg_fd, f->qid, RENAME_NOREPLACE);
-		if (r < 0 && (errno == EINVAL || errno == ENOSYS))
-			r = renameat(q->tmp_fd, f->qid, q->msg_fd, f->qid);
-		if (r < 0) {
-			qf_fail(f, errno, "rename to msg/");
-			goto drop;
-		}
-		f->renamed = 1;
-		renamed++;
-		continue;
-drop:
-		unlinkat(q->tmp_fd, f->qid, 0);
-	}
-	if (renamed == 0)
-		return;
-	/* the rename is durable only once msg/ is synced; until then a crash
-	 * could lose the message after the client heard 250. One fsync covers
-	 * every rename of the batch: that is the point of group commit. */
-	if (fsync(q->msg_fd) == 0)
-		return;
-	int e = errno;
-	for (struct queue_file *f = batch; f; f = f->next) {
-		if (!f->renamed)
+		if (r < 0 && errno == EINTR)
 			continue;
-		/* state unknown: tell the client 4xx and do not deliver a
-		 * message it will send again */
-		qf_fail(f, e, "fsync msg/ for");
-		unlinkat(q->msg_fd, f->qid, 0);
+		if (r < 0)
+			return -1;
+		if (r == 0) {
+			errno = EIO; /* the file we wrote is shorter than we know */
+			return -1;
+		}
+		n -= (uint64_t)r;
 	}
+	return 0;
+}
+
+/* qf_copy - commit thread: the prepend did not fit the reserve. A new
+ * tmp/QID gets the old header, the prepend, the content and the end marker
+ * (gap 0); the old file's name goes first, its descriptor is the source. */
+static int qf_copy(struct queue *q, struct queue_file *f)
+{
+	if (unlinkat(q->tmp_fd, f->qid, 0) < 0 && errno != ENOENT) {
+		qf_fail(f, errno, "unlink tmp/");
+		return -1;
+	}
+	int fd = openat(q->tmp_fd, f->qid, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+	if (fd < 0) {
+		qf_fail(f, errno, "create tmp/");
+		return -1;
+	}
+	char trailer[QUEUE_TRAILER_MAX + 1];
+	int tn = snprintf(trailer, sizeof(trailer), QUEUE_TRAILER_TAG "0 %llu\n",
+			  (unsigned long long)(f->pre_len + f->content_len));
+	if (qf_copy_range(f->fd, 0, fd, f->hdr_len) < 0 || fs_write_all(fd, f->pre, f->pre_len) < 0 ||
+	    qf_copy_range(f->fd, (off_t)f->cstart, fd, f->content_len) < 0 ||
+	    fs_write_all(fd, trailer, (size_t)tn) < 0) {
+		qf_fail(f, errno, "copy tmp/");
+		close(fd);
+		return -1;
+	}
+	close(f->fd);
+	f->fd = fd;
+	f->reused = 0;
+	return 0;
+}
+
+/* qf_sync_msg_dir - make every rename into msg/ so far durable: wait for
+ * an fsync of msg/ that starts after this call, running it here when none
+ * runs. Commits finishing together share one (group commit). 0, or -1
+ * with errno of the latest fsync (a later success covers all before it). */
+static int qf_sync_msg_dir(struct queue *q)
+{
+	pthread_mutex_lock(&q->ds_mu);
+	uint64_t need = q->ds_started + 1;
+	while (q->ds_done < need) {
+		if (q->ds_running) {
+			pthread_cond_wait(&q->ds_cv, &q->ds_mu);
+			continue;
+		}
+		q->ds_running = 1;
+		uint64_t mine = ++q->ds_started;
+		pthread_mutex_unlock(&q->ds_mu);
+		int r = fsync(q->msg_fd) < 0 ? errno : 0;
+		pthread_mutex_lock(&q->ds_mu);
+		q->ds_running = 0;
+		q->ds_done = mine;
+		q->ds_err = r;
+		pthread_cond_broadcast(&q->ds_cv);
+	}
+	int e = q->ds_err;
+	pthread_mutex_unlock(&q->ds_mu);
+	if (e) {
+		errno = e;
+		return -1;
+	}
+	return 0;
+}
+
+/* qf_commit_one - make one file durable and publish it as msg/QID; on
+ * failure anywhere it is removed and keeps its reason */
+static void qf_commit_one(struct queue *q, struct queue_file *f)
+{
+	if (f->err)
+		goto drop;
+	if (f->copy && qf_copy(q, f) < 0)
+		goto drop;
+	/* a reused file may be longer than this message: cut the rest */
+	if (f->reused && ftruncate(f->fd, f->boff) < 0) {
+		qf_fail(f, errno, "truncate tmp/");
+		goto drop;
+	}
+	/* the content (and the size that makes it readable) must be on disk
+	 * before the name that promises a complete message */
+	if (fdatasync(f->fd) < 0) {
+		qf_fail(f, errno, "fdatasync tmp/");
+		goto drop;
+	}
+	/* close can report a deferred write error (NFS and friends) */
+	int r = close(f->fd);
+	f->fd = -1;
+	if (r < 0) {
+		qf_fail(f, errno, "close tmp/");
+		goto drop;
+	}
+	/* atomic publication: msg/QID is either absent or complete.
+	 * NOREPLACE: a committed message is never overwritten. tmp/ is not
+	 * synced: if the old name survives a crash next to the new one,
+	 * queue_scan removes it from tmp/ and msg/ keeps the inode. */
+	r = renameat2(q->tmp_fd, f->qid, q->msg_fd, f->qid, RENAME_NOREPLACE);
+	if (r < 0 && (errno == EINVAL || errno == ENOSYS))
+		r = renameat(q->tmp_fd, f->qid, q->msg_fd, f->qid);
+	if (r < 0) {
+		qf_fail(f, errno, "rename to msg/");
+		goto drop;
+	}
+	f->renamed = 1;
+	/* the rename is durable only once msg/ is synced; until then a crash
+	 * could lose the message after the client heard 250 */
+	if (qf_sync_msg_dir(q) == 0)
+		return;
+	/* state unknown: tell the client 4xx and do not deliver a message it
+	 * will send again */
+	qf_fail(f, errno, "fsync msg/ for");
+	unlinkat(q->msg_fd, f->qid, 0);
+	return;
+drop:
+	unlinkat(q->tmp_fd, f->qid, 0);
 }
 
 /* qf_done_run - call done() for each file of a list, then free them */
@@ -264,7 +491,7 @@ static struct queue_file *qf_done_take(struct queue *q)
 	return list;
 }
 
-/* qf_on_notify - loop thread: the commit thread finished some files */
+/* qf_on_notify - loop thread: commit threads finished some files */
 static void qf_on_notify(evutil_socket_t fd, short what, void *arg)
 {
 	(void)what;
@@ -290,8 +517,8 @@ static void qf_done_push(struct queue *q, struct queue_file *list)
 	(void)r; /* EAGAIN means a wake-up is already pending */
 }
 
-/* qf_thread - the commit thread: take everything waiting, commit it as one
- * batch, repeat; on stop, finish what is queued first */
+/* qf_thread - a commit thread: take the oldest file waiting, make it
+ * durable, hand it back, repeat; on stop, finish what is queued first */
 static void *qf_thread(void *arg)
 {
 	struct queue *q = arg;
@@ -301,12 +528,14 @@ static void *qf_thread(void *arg)
 			pthread_cond_wait(&q->cv, &q->mu);
 		if (q->pending == NULL)
 			break;
-		struct queue_file *batch = q->pending;
-		q->pending = NULL;
-		q->pending_tail = &q->pending;
+		struct queue_file *f = q->pending;
+		q->pending = f->next;
+		if (q->pending == NULL)
+			q->pending_tail = &q->pending;
 		pthread_mutex_unlock(&q->mu);
-		qf_batch_commit(q, batch);
-		qf_done_push(q, batch);
+		f->next = NULL;
+		qf_commit_one(q, f);
+		qf_done_push(q, f);
 		pthread_mutex_lock(&q->mu);
 	}
 	pthread_mutex_unlock(&q->mu);
@@ -325,17 +554,19 @@ int queue_commit_start(struct queue *q, char *err, size_t errlen)
 		snprintf(err, errlen, "cannot register the queue commit event");
 		return -1;
 	}
-	/* signals belong to the loop thread: the commit thread blocks them */
+	/* signals belong to the loop thread: the commit threads block them */
 	sigset_t all, old;
 	sigfillset(&all);
 	pthread_sigmask(SIG_SETMASK, &all, &old);
-	int r = pthread_create(&q->thread, NULL, qf_thread, q);
+	int r = 0;
+	while (q->nthreads < QUEUE_COMMIT_THREADS &&
+	       (r = pthread_create(&q->threads[q->nthreads], NULL, qf_thread, q)) == 0)
+		q->nthreads++;
 	pthread_sigmask(SIG_SETMASK, &old, NULL);
-	if (r != 0) {
+	if (q->nthreads == 0) {
 		snprintf(err, errlen, "commit thread: %s", strerror(r));
 		return -1;
 	}
-	q->thread_started = 1;
 	return 0;
 }
 
@@ -343,13 +574,14 @@ int queue_commit_start(struct queue *q, char *err, size_t errlen)
  * (queue_close is called on the loop thread) */
 void queue_commit_stop(struct queue *q)
 {
-	if (q->thread_started) {
+	if (q->nthreads) {
 		pthread_mutex_lock(&q->mu);
 		q->stop = 1;
-		pthread_cond_signal(&q->cv);
+		pthread_cond_broadcast(&q->cv);
 		pthread_mutex_unlock(&q->mu);
-		pthread_join(q->thread, NULL);
-		q->thread_started = 0;
+		for (size_t i = 0; i < q->nthreads; i++)
+			pthread_join(q->threads[i], NULL);
+		q->nthreads = 0;
 	}
 	qf_done_run(qf_done_take(q));
 	if (q->ev) {
@@ -362,25 +594,61 @@ void queue_commit_stop(struct queue *q)
 	}
 }
 
+/* qf_place_prepend - the prepend, right-aligned in the reserve so that it
+ * ends where the content begins: into the buffer when that still holds the
+ * place, else written in the file */
+static void qf_place_prepend(struct queue_file *f)
+{
+	if (f->pre_len == 0)
+		return;
+	off_t at = (off_t)(f->cstart - f->pre_len);
+	if (at >= f->boff) {
+		memcpy(f->buf + (at - f->boff), f->pre, f->pre_len);
+		return;
+	}
+	if (qf_flush(f) < 0)
+		return;
+	const char *p = f->pre;
+	size_t n = f->pre_len;
+	while (n > 0) {
+		ssize_t r = pwrite(f->fd, p, n, at);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0) {
+			qf_fail(f, r < 0 ? errno : EIO, "write tmp/");
+			return;
+		}
+		p += r;
+		n -= (size_t)r;
+		at += r;
+	}
+}
+
 void queue_file_commit(struct queue_file *f, queue_commit_done done, void *arg)
 {
 	struct queue *q = f->q;
 	f->done = done;
 	f->arg = arg;
-	if (f->err == 0) {
+	if (f->err == 0 && f->pre_len > QUEUE_RESERVE) {
+		/* too long for the reserve: the commit thread copies */
+		f->copy = 1;
+		qf_flush(f);
+	} else if (f->err == 0) {
+		qf_place_prepend(f);
 		/* the end marker goes last: a file without it is torn */
 		char trailer[QUEUE_TRAILER_MAX + 1];
-		int n = snprintf(trailer, sizeof(trailer), QUEUE_TRAILER_TAG "%llu\n",
-				 (unsigned long long)f->content_len);
+		int n = snprintf(trailer, sizeof(trailer), QUEUE_TRAILER_TAG "%u %llu\n",
+				 (unsigned)(QUEUE_RESERVE - f->pre_len),
+				 (unsigned long long)(f->pre_len + f->content_len));
 		if (qf_put(f, trailer, (size_t)n) == 0)
 			qf_flush(f);
 	}
 	if (f->env)
-		f->env->content_size = f->content_len;
+		f->env->content_size = f->pre_len + f->content_len;
 	f->env = NULL;
 	f->next = NULL;
 	if (q->base == NULL) {
-		qf_batch_commit(q, f);
+		qf_commit_one(q, f);
 		qf_done_run(f);
 		return;
 	}

@@ -2,8 +2,8 @@
  * queue_env - the text format of a queue file's envelope and of the state
  * log, with their parsers.
  *
- * A message file (version 1) is:
- *   TERN-QUEUE 1
+ * A message file (version 2, written since queue_file_prepend) is:
+ *   TERN-QUEUE 2
  *   qid <QID>                    mandatory, a valid queue ID
  *   arrival <unix seconds>       mandatory
  *   sender <reverse-path>        mandatory; "sender" alone is the null <>
@@ -18,7 +18,15 @@
  *                                the rest of the line (a quoted local part
  *                                may hold spaces)
  *   content                      ends the header
- *   <content bytes>"\nTERN-END <content length>\n"
+ *   <gap: 0..QUEUE_RESERVE NUL bytes><content bytes>
+ *   "\nTERN-END <gap> <content length>\n"
+ * The gap is what is left of the space reserved at create for text
+ * prepended at commit (queue_file_prepend writes it right-aligned in the
+ * reserve, so it joins the content); the content starts where the end
+ * marker says: header length + gap. A file whose prepend did not fit is
+ * copied at commit and has gap 0.
+ * Version 1 (still read) has the same header with "TERN-QUEUE 1", no gap,
+ * and the marker "\nTERN-END <content length>\n".
  * A record is "key SP value LF"; values are at most QUEUE_VALUE_MAX bytes
  * and never hold CR, LF or NUL. Unknown keys, repeated keys and any other
  * version are errors: a new field means a new version, so an old ternd
@@ -47,7 +55,7 @@
 #include "core/xalloc.h"
 
 #define QUEUE_MAGIC "TERN-QUEUE "
-#define QUEUE_VERSION "1"
+#define QUEUE_VERSION "2"
 /* longest state log line we look at; longer ones are hostile */
 #define QUEUE_STATE_LINE_MAX (QUEUE_VALUE_MAX + 128)
 
@@ -342,8 +350,8 @@ static int env_parse_field(int key, const char *v, size_t vn, struct envelope *e
 }
 
 /* env_parse_lines - the parser proper; -2 when the input ends too soon */
-static int env_parse_lines(const char *p, size_t n, struct envelope *env, size_t *hdr_len, char *err,
-			   size_t errlen)
+static int env_parse_lines(const char *p, size_t n, struct envelope *env, size_t *hdr_len, int *version,
+			   char *err, size_t errlen)
 {
 	const size_t magic_len = sizeof(QUEUE_MAGIC) - 1;
 	const char *nl = memchr(p, '\n', n < 64 ? n : 64);
@@ -358,10 +366,12 @@ static int env_parse_lines(const char *p, size_t n, struct envelope *env, size_t
 		snprintf(err, errlen, "not a queue file");
 		return -1;
 	}
-	if (ln != magic_len + 1 || p[magic_len] != QUEUE_VERSION[0]) {
+	/* 2 is what we write; 1 (no gap, one number in the marker) is read */
+	if (ln != magic_len + 1 || (p[magic_len] != QUEUE_VERSION[0] && p[magic_len] != '1')) {
 		snprintf(err, errlen, "unsupported queue file version");
 		return -1;
 	}
+	*version = p[magic_len] - '0';
 	unsigned seen = 0;
 	size_t pos = ln + 1;
 	for (;;) {
@@ -428,11 +438,14 @@ static int env_parse_lines(const char *p, size_t n, struct envelope *env, size_t
 	return 0;
 }
 
-int queue_env_parse_hdr(const char *p, size_t n, struct envelope *env, size_t *hdr_len, char *err,
-			size_t errlen)
+int queue_env_parse_hdr(const char *p, size_t n, struct envelope *env, size_t *hdr_len, int *version,
+			char *err, size_t errlen)
 {
+	int v = 0;
 	env_init(env);
-	int r = env_parse_lines(p, n, env, hdr_len, err, errlen);
+	int r = env_parse_lines(p, n, env, hdr_len, &v, err, errlen);
+	if (r == 0 && version)
+		*version = v;
 	if (r < 0)
 		env_free(env);
 	if (r == -2)
@@ -443,7 +456,7 @@ int queue_env_parse_hdr(const char *p, size_t n, struct envelope *env, size_t *h
 /* queue_env_parse - env is initialised here; on error it is left empty */
 int queue_env_parse(const char *p, size_t n, struct envelope *env, size_t *hdr_len, char *err, size_t errlen)
 {
-	return queue_env_parse_hdr(p, n, env, hdr_len, err, errlen) < 0 ? -1 : 0;
+	return queue_env_parse_hdr(p, n, env, hdr_len, NULL, err, errlen) < 0 ? -1 : 0;
 }
 
 /* state_split - next space-separated field of line[*pos..n) */
@@ -528,31 +541,48 @@ void queue_state_apply(const char *p, size_t n, struct envelope *env)
 	}
 }
 
-/* queue_trailer_check - see queue_int.h. The marker is the last thing
- * written before the fsync, so a file cut short anywhere lacks it or has a
- * length that does not match. (Content that itself ends in a copy of the
- * marker and is cut exactly there cannot be told apart; only a file system
- * that loses fsync'd data could produce it.) */
-int queue_trailer_check(const char *tail, size_t tail_len, uint64_t file_size, uint64_t hdr_len,
-			uint64_t *content_len)
+/* trailer_number - the canonical decimal number ending at tail[end) (no
+ * leading zero, at most 20 digits): 0, its value and where it starts */
+static int trailer_number(const char *tail, size_t end, size_t *start, uint64_t *v)
 {
-	const size_t tag_len = sizeof(QUEUE_TRAILER_TAG) - 1;
-	if (tail_len < tag_len + 2 || tail[tail_len - 1] != '\n')
-		return -1;
-	size_t end = tail_len - 1, d = end;
+	size_t d = end;
 	while (d > 0 && tail[d - 1] >= '0' && tail[d - 1] <= '9')
 		d--;
 	size_t nd = end - d;
-	if (nd == 0 || nd > 20 || d < tag_len || memcmp(tail + d - tag_len, QUEUE_TRAILER_TAG, tag_len) != 0)
-		return -1;
-	if (nd > 1 && tail[d] == '0')
+	if (nd == 0 || nd > 20 || (nd > 1 && tail[d] == '0'))
 		return -1; /* canonical numbers only */
-	uint64_t len;
-	if (str_parse_u64(tail + d, nd, &len) < 0)
+	if (str_parse_u64(tail + d, nd, v) < 0)
 		return -1;
-	uint64_t trailer = tag_len + nd + 1;
-	if (hdr_len > file_size || trailer > file_size - hdr_len || len != file_size - hdr_len - trailer)
+	*start = d;
+	return 0;
+}
+
+/* queue_trailer_check - see queue_int.h. The marker is written last,
+ * before the fsync, so a file cut short anywhere lacks it or has numbers
+ * that do not add up to its size. (Content that itself ends in a copy of
+ * the marker and is cut exactly there cannot be told apart; only a file
+ * system that loses fsync'd data could produce it.) */
+int queue_trailer_check(const char *tail, size_t tail_len, uint64_t file_size, uint64_t hdr_len, int version,
+			uint64_t *gap, uint64_t *content_len)
+{
+	const size_t tag_len = sizeof(QUEUE_TRAILER_TAG) - 1;
+	if (tail_len < tag_len + 2 || tail[tail_len - 1] != '\n' || (version != 1 && version != 2))
 		return -1;
+	uint64_t len, g = 0;
+	size_t d;
+	if (trailer_number(tail, tail_len - 1, &d, &len) < 0)
+		return -1;
+	if (version == 2) {
+		if (d < 1 || tail[d - 1] != ' ' || trailer_number(tail, d - 1, &d, &g) < 0 || g > QUEUE_RESERVE)
+			return -1;
+	}
+	if (d < tag_len || memcmp(tail + d - tag_len, QUEUE_TRAILER_TAG, tag_len) != 0)
+		return -1;
+	uint64_t trailer = tail_len - (d - tag_len);
+	if (hdr_len > file_size || trailer > file_size - hdr_len || g > file_size - hdr_len - trailer ||
+	    len != file_size - hdr_len - trailer - g)
+		return -1;
+	*gap = g;
 	*content_len = len;
 	return 0;
 }

@@ -81,6 +81,11 @@ static const struct smtp_reply_def table[SMTP_R_COUNT] = {
 	[SMTP_R_AUTH_LOCKED] = {421, "4.7.0", "Too many authentication failures, closing connection"},
 	[SMTP_R_SENDER_NOT_OWNED] = {553, "5.7.1", "Sender address rejected: not owned by user %s"},
 	[SMTP_R_RATE_LIMIT] = {450, "4.7.1", "Rate limit exceeded, try again later"},
+	[SMTP_R_POLICY_CONN_REJECT] = {554, "5.7.1", "Connection refused by policy"},
+	[SMTP_R_POLICY_CONN_TEMPFAIL] = {421, "4.7.1", "Service temporarily unavailable, closing connection"},
+	[SMTP_R_POLICY_REJECT] = {550, "5.7.1", "%s rejected by policy"},
+	[SMTP_R_POLICY_TEMPFAIL] = {451, "4.7.1", "%s temporarily rejected by policy, try again later"},
+	[SMTP_R_POLICY_SHUTDOWN] = {421, "4.7.0", "Connection closed by policy"},
 };
 
 static const char *const names[SMTP_R_COUNT] = {
@@ -108,7 +113,9 @@ static const char *const names[SMTP_R_COUNT] = {
 	[SMTP_R_AUTH_BAD_RESPONSE] = "auth_bad_response",
 	[SMTP_R_AUTH_LINE_TOO_LONG] = "auth_line_too_long", [SMTP_R_AUTH_TEMPFAIL] = "auth_tempfail",
 	[SMTP_R_AUTH_LOCKED] = "auth_locked", [SMTP_R_SENDER_NOT_OWNED] = "sender_not_owned",
-	[SMTP_R_RATE_LIMIT] = "rate_limit",
+	[SMTP_R_RATE_LIMIT] = "rate_limit", [SMTP_R_POLICY_CONN_REJECT] = "policy_conn_reject",
+	[SMTP_R_POLICY_CONN_TEMPFAIL] = "policy_conn_tempfail", [SMTP_R_POLICY_REJECT] = "policy_reject",
+	[SMTP_R_POLICY_TEMPFAIL] = "policy_tempfail", [SMTP_R_POLICY_SHUTDOWN] = "policy_shutdown",
 };
 
 static const struct smtp_reply_def internal_error = {451, "4.3.0", "Internal error"};

@@ -79,6 +79,12 @@ enum smtp_reply_id {
 	SMTP_R_AUTH_LOCKED,       /* 421 4.7.0 Too many authentication failures */
 	SMTP_R_SENDER_NOT_OWNED,  /* 553 5.7.1 Sender address rejected: not owned by user %s */
 	SMTP_R_RATE_LIMIT,        /* 450 4.7.1 Rate limit exceeded, try again later */
+	/* policy verdicts (milters, mail authentication) without a reply of their own */
+	SMTP_R_POLICY_CONN_REJECT,   /* 554 5.7.1 Connection refused by policy */
+	SMTP_R_POLICY_CONN_TEMPFAIL, /* 421 4.7.1 Service temporarily unavailable, closing connection */
+	SMTP_R_POLICY_REJECT,     /* 550 5.7.1 %s rejected by policy */
+	SMTP_R_POLICY_TEMPFAIL,   /* 451 4.7.1 %s temporarily rejected by policy, try again later */
+	SMTP_R_POLICY_SHUTDOWN,   /* 421 4.7.0 Connection closed by policy */
 	SMTP_R_COUNT              /* keep last */
 };
 

@@ -14,6 +14,13 @@
  *   smtp_session_tls_done        the STARTTLS handshake completed
  *   smtp_session_auth_done       completion of ops->auth_check
  *   smtp_session_auth_user       the authenticated account
+ *   smtp_session_stage_done      completion of ops->stage_check (policy)
+ *   smtp_session_commit_verdict  end of data refused or discarded by policy
+ *   smtp_session_helo/_esmtp/_envelope/_client/_rcpt/_esmtp_args
+ *                                what the policy checks look at
+ *   smtp_stage_str, smtp_verdict_kind_str  names for logs
+ *   smtp_verdict_set             fill a verdict
+ *   smtp_verdict_reply_valid     may a policy's custom reply be sent
  *   smtp_auth_result_str         name of an auth outcome, for logs
  *   smtp_session_wants_input     0 while a commit is in flight or once closing
  *   smtp_session_timeout_secs    data_timeout inside DATA/BDAT, else command_timeout
@@ -41,7 +48,15 @@
  * it are remembered and acted on in smtp_session_commit_done, after the
  * real outcome (250 or 4xx) has been replied and the message handed on.
  * An auth check in flight is waited for the same way (smtp_session_auth_done),
- * so the daemon never has a check outstanding on a closed session.
+ * so the daemon never has a check outstanding on a closed session; so is a
+ * policy check (ops->stage_check, smtp_session_stage_done).
+ *
+ * Policy stages: CONNECT (before the greeting, here), HELO, MAIL, RCPT and
+ * DATA (smtp_server_verbs.c) each end in smtp_server_stage_begin once the
+ * session's own checks passed; the command's reply waits for the verdict.
+ * A custom reply from a policy (a milter's SMFIR_REPLYCODE) is sent only
+ * after smtp_verdict_reply_valid: one reply, the right class, printable,
+ * CRLF only between lines, so a milter can never inject protocol lines.
  *
  * AUTH (RFC 4954): the command is a verb row (smtp_server_verbs.c); its
  * response lines are read here in SMTP_STATE_AUTH with their own cap
@@ -116,10 +131,162 @@ const char *smtp_auth_result_str(int ok)
 	return "tempfail";
 }
 
-/* smtp_server_waiting - a commit or an auth check is in flight */
+/* smtp_server_waiting - a commit, an auth check or a policy check is in flight */
 int smtp_server_waiting(const struct smtp_session *s)
 {
-	return s->state == SMTP_STATE_COMMIT || s->state == SMTP_STATE_AUTH_WAIT;
+	return s->state == SMTP_STATE_COMMIT || s->state == SMTP_STATE_AUTH_WAIT || s->stage_wait;
+}
+
+/* ------------------------------------------------------ policy verdicts */
+
+/* smtp_stage_str - name of a policy stage, for logs */
+const char *smtp_stage_str(enum smtp_stage st)
+{
+	switch (st) {
+	case SMTP_STAGE_CONNECT: return "connect";
+	case SMTP_STAGE_HELO: return "helo";
+	case SMTP_STAGE_MAIL: return "mail";
+	case SMTP_STAGE_RCPT: return "rcpt";
+	case SMTP_STAGE_DATA: return "data";
+	}
+	return "unknown";
+}
+
+/* smtp_verdict_kind_str - name of a verdict kind, for logs */
+const char *smtp_verdict_kind_str(enum smtp_verdict_kind k)
+{
+	switch (k) {
+	case SMTP_VERDICT_CONTINUE: return "continue";
+	case SMTP_VERDICT_REJECT: return "reject";
+	case SMTP_VERDICT_TEMPFAIL: return "tempfail";
+	case SMTP_VERDICT_DISCARD: return "discard";
+	case SMTP_VERDICT_SHUTDOWN: return "shutdown";
+	}
+	return "unknown";
+}
+
+/* smtp_verdict_set - fill a verdict; reply and why are truncated to fit */
+void smtp_verdict_set(struct smtp_verdict *v, enum smtp_verdict_kind kind, const char *reply,
+		      const char *why)
+{
+	memset(v, 0, sizeof(*v));
+	v->kind = kind;
+	snprintf(v->reply, sizeof(v->reply), "%s", reply ? reply : "");
+	snprintf(v->why, sizeof(v->why), "%s", why ? why : "");
+}
+
+/* smtp_verdict_reply_valid - see smtp_server.h: one well-formed reply of
+ * the class the verdict promises, nothing a client could take for more */
+int smtp_verdict_reply_valid(enum smtp_verdict_kind kind, const char *reply)
+{
+	char cls;
+	if (kind == SMTP_VERDICT_REJECT)
+		cls = '5';
+	else if (kind == SMTP_VERDICT_TEMPFAIL || kind == SMTP_VERDICT_SHUTDOWN)
+		cls = '4';
+	else
+		return 0;
+	size_t n = strnlen(reply, SMTP_VERDICT_REPLY_MAX);
+	if (n == 0 || n >= SMTP_VERDICT_REPLY_MAX)
+		return 0;
+	const char *p = reply, *end = reply + n;
+	char code[3];
+	for (int first = 1;; first = 0) {
+		if (end - p < 3 || p[0] != cls || p[1] < '0' || p[1] > '5' || p[2] < '0' || p[2] > '9')
+			return 0;
+		if (first)
+			memcpy(code, p, 3);
+		else if (memcmp(code, p, 3) != 0)
+			return 0;
+		if (kind == SMTP_VERDICT_SHUTDOWN && memcmp(p, "421", 3) != 0)
+			return 0;
+		p += 3;
+		char sep = p < end ? *p : ' ';
+		if (sep != ' ' && sep != '-')
+			return 0;
+		if (p < end)
+			p++;
+		/* an enhanced status code must be of the same class (RFC 3463) */
+		if (end - p >= 2 && p[0] >= '2' && p[0] <= '5' && p[1] == '.' && p[0] != cls)
+			return 0;
+		while (p < end && *p != '\r') {
+			if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+				return 0;
+			p++;
+		}
+		if (p == end)
+			return sep == ' '; /* the last line: "CODE text" or "CODE" */
+		if (sep != '-' || end - p < 3 || p[1] != '\n')
+			return 0; /* CRLF only after a continued line, and never last */
+		p += 2;
+	}
+}
+
+/* smtp_server_verdict_log - one line for a refusing verdict */
+void smtp_server_verdict_log(const struct smtp_session *s, const char *stage,
+			     const struct smtp_verdict *v)
+{
+	struct log_line l;
+	smtp_server_log_start(s, &l, LOG_LEVEL_INFO, "policy");
+	log_kv(&l, "stage", stage);
+	log_kv(&l, "verdict", smtp_verdict_kind_str(v->kind));
+	log_kv(&l, "why", v->why[0] ? v->why : "-");
+	if (s->env.sender)
+		log_kv(&l, "from", s->env.sender);
+	if (v->reply[0]) {
+		char r[128];
+		smtp_server_sanitise(r, sizeof(r), v->reply, strcspn(v->reply, "\r"));
+		log_kv(&l, "reply", r);
+	}
+	log_end(&l);
+}
+
+/* smtp_server_verdict_reply - the verdict's own reply when it is valid,
+ * else the table's for kind and stage (connect: what = NULL) */
+static void verdict_reply_what(struct smtp_session *s, const char *what, const struct smtp_verdict *v)
+{
+	if (v->reply[0] && smtp_verdict_reply_valid(v->kind, v->reply)) {
+		strbuf_adds(&s->out, v->reply);
+		strbuf_add(&s->out, "\r\n", 2);
+		s->errors++;
+		return;
+	}
+	if (v->reply[0]) {
+		struct log_line l;
+		smtp_server_log_start(s, &l, LOG_LEVEL_WARN, "policy_reply_invalid");
+		log_kv(&l, "verdict", smtp_verdict_kind_str(v->kind));
+		log_kv(&l, "why", v->why[0] ? v->why : "-");
+		log_end(&l);
+	}
+	switch (v->kind) {
+	case SMTP_VERDICT_REJECT:
+		if (what)
+			smtp_server_reply(s, SMTP_R_POLICY_REJECT, what);
+		else
+			smtp_server_reply(s, SMTP_R_POLICY_CONN_REJECT, NULL);
+		return;
+	case SMTP_VERDICT_SHUTDOWN:
+		smtp_server_reply(s, SMTP_R_POLICY_SHUTDOWN, NULL);
+		return;
+	default: /* TEMPFAIL, or a verdict that may not refuse: never a 2xx here */
+		if (what)
+			smtp_server_reply(s, SMTP_R_POLICY_TEMPFAIL, what);
+		else
+			smtp_server_reply(s, SMTP_R_POLICY_CONN_TEMPFAIL, NULL);
+		return;
+	}
+}
+
+/* smtp_server_verdict_reply - see smtp_server_int.h */
+void smtp_server_verdict_reply(struct smtp_session *s, enum smtp_stage stage,
+			       const struct smtp_verdict *v)
+{
+	static const char *const what[] = {
+		[SMTP_STAGE_CONNECT] = NULL, [SMTP_STAGE_HELO] = "HELO",
+		[SMTP_STAGE_MAIL] = "Sender", [SMTP_STAGE_RCPT] = "Recipient",
+		[SMTP_STAGE_DATA] = "Message",
+	};
+	verdict_reply_what(s, (unsigned)stage < 5 ? what[stage] : "Command", v);
 }
 
 /* smtp_server_dup - strdup that keeps NULL; *failed set on allocation failure */
@@ -175,6 +342,12 @@ void smtp_server_txn_abort(struct smtp_session *s)
 	free(s->first_rcpt);
 	s->first_rcpt = NULL;
 	s->nrcpt = 0;
+	if (s->txn_told) {
+		/* the policy checks saw MAIL: their per-message state can go */
+		s->txn_told = 0;
+		if (s->ops->txn_end)
+			s->ops->txn_end(s->ctx, s);
+	}
 	s->txn_smtputf8 = 0;
 	s->txn_body = ENV_BODY_7BIT;
 	s->content_size = 0;
@@ -439,6 +612,17 @@ static void msg_commit_start(struct smtp_session *s)
 void smtp_server_chunk_end(struct smtp_session *s)
 {
 	s->chunk_active = 0;
+	if (s->chunk_has_verdict) {
+		/* the DATA stage refused the first chunk, now consumed */
+		struct smtp_verdict v = s->chunk_verdict;
+		s->chunk_has_verdict = 0;
+		smtp_server_verdict_log(s, "data", &v);
+		smtp_server_verdict_reply(s, SMTP_STAGE_DATA, &v);
+		smtp_server_txn_abort(s);
+		if (v.kind == SMTP_VERDICT_SHUTDOWN)
+			smtp_server_close(s, "policy");
+		return;
+	}
 	if (s->chunk_err != SMTP_R_NONE) {
 		enum smtp_reply_id e = s->chunk_err;
 		if (smtp_server_txn_open(s))
@@ -723,6 +907,10 @@ struct smtp_session *smtp_session_new(const struct conf *conf, const struct smtp
 	s->tls = info->tls;
 	s->tls_available = info->tls_available;
 	s->hide_client = info->hide_client;
+	s->info = *info;
+	s->info.addr = s->addr;
+	s->info.name = s->name;
+	s->info.session_id = s->session_id;
 	s->state = SMTP_STATE_INIT;
 	s->pending_close = SMTP_R_NONE;
 	s->chunk_err = SMTP_R_NONE;
@@ -754,6 +942,12 @@ void smtp_session_free(struct smtp_session *s)
 		smtp_server_log_start(s, &l, LOG_LEVEL_CRIT, "session_free_during_auth");
 		log_end(&l);
 	}
+	if (s->stage_wait) {
+		struct log_line l;
+		smtp_server_log_start(s, &l, LOG_LEVEL_CRIT, "session_free_during_check");
+		log_kv(&l, "stage", smtp_stage_str(s->stage));
+		log_end(&l);
+	}
 	smtp_server_auth_end(s);
 	if (s->qf)
 		s->ops->msg_abort(s->ctx, s->qf);
@@ -774,7 +968,7 @@ void smtp_session_free(struct smtp_session *s)
 
 void smtp_session_start(struct smtp_session *s, int client_spoke_first)
 {
-	if (s->state != SMTP_STATE_INIT)
+	if (s->state != SMTP_STATE_INIT || s->stage_wait)
 		return;
 	s->depth++;
 	struct log_line l;
@@ -792,12 +986,13 @@ void smtp_session_start(struct smtp_session *s, int client_spoke_first)
 		smtp_server_close(s, "pregreet");
 		buf_reset(&s->in);
 	} else {
-		s->state = SMTP_STATE_GREETED;
-		smtp_server_reply(s, SMTP_R_GREETING,
-			      s->conf->hostname ? s->conf->hostname : "localhost");
-		session_process(s);
-		if (s->eof && s->state != SMTP_STATE_COMMIT)
-			session_eof_act(s);
+		/* the greeting waits for the CONNECT stage (session_connect_finish) */
+		smtp_server_stage_begin(s, SMTP_STAGE_CONNECT);
+		if (!smtp_server_waiting(s)) {
+			session_process(s);
+			if (s->eof && !smtp_server_waiting(s))
+				session_eof_act(s);
+		}
 	}
 	s->depth--;
 	session_finish(s);
@@ -933,12 +1128,135 @@ void smtp_session_commit_done(struct smtp_session *s, int status, int err_no, co
 	session_resume(s);
 }
 
+/* session_connect_finish - the CONNECT verdict: greet, or refuse and close */
+static void session_connect_finish(struct smtp_session *s, const struct smtp_verdict *v)
+{
+	s->state = SMTP_STATE_GREETED;
+	if (v->kind == SMTP_VERDICT_CONTINUE || v->kind == SMTP_VERDICT_DISCARD) {
+		smtp_server_reply(s, SMTP_R_GREETING, s->conf->hostname ? s->conf->hostname : "localhost");
+		return;
+	}
+	/* RFC 5321 3.1: 554 (or 421) instead of 220; we do not wait for the
+	 * client's QUIT, as for a client that talks first */
+	smtp_server_verdict_log(s, "connect", v);
+	smtp_server_verdict_reply(s, SMTP_STAGE_CONNECT, v);
+	smtp_server_close(s, "policy");
+	buf_reset(&s->in);
+}
+
+/* smtp_server_stage_begin - see smtp_server_int.h */
+void smtp_server_stage_begin(struct smtp_session *s, enum smtp_stage stage)
+{
+	s->stage = stage;
+	s->stage_wait = 1;
+	if (s->ops->stage_check == NULL) {
+		struct smtp_verdict v;
+		smtp_verdict_set(&v, SMTP_VERDICT_CONTINUE, NULL, NULL);
+		smtp_session_stage_done(s, &v);
+		return;
+	}
+	/* stage_check may call smtp_session_stage_done before it returns: the
+	 * depth counter keeps that inner call from flushing or resuming */
+	s->ops->stage_check(s->ctx, stage, s);
+}
+
+/* smtp_server_stage_args - the MAIL/RCPT parameters as "KEY=VALUE" */
+void smtp_server_stage_args(struct smtp_session *s, const struct smtp_cmd *cmd)
+{
+	size_t off = 0, k = 0;
+	for (size_t i = 0; i < cmd->nparams && i < SMTP_PARAMS_MAX; i++) {
+		const struct smtp_param *pr = &cmd->params[i];
+		size_t need = pr->key.len + (pr->has_value ? 1 + pr->value.len : 0) + 1;
+		if (off + need > sizeof(s->stage_argbuf))
+			break; /* cannot happen: they came from one line */
+		char *d = s->stage_argbuf + off;
+		memcpy(d, pr->key.p, pr->key.len);
+		size_t w = pr->key.len;
+		if (pr->has_value) {
+			d[w++] = '=';
+			memcpy(d + w, pr->value.p, pr->value.len);
+			w += pr->value.len;
+		}
+		d[w] = '\0';
+		s->stage_args[k++] = d;
+		off += w + 1;
+	}
+	s->stage_args[k] = NULL;
+}
+
+void smtp_session_stage_done(struct smtp_session *s, const struct smtp_verdict *v)
+{
+	if (!s->stage_wait) {
+		struct log_line l;
+		smtp_server_log_start(s, &l, LOG_LEVEL_CRIT, "stage_done_unexpected");
+		log_kv(&l, "state", smtp_session_state_str(s));
+		log_end(&l);
+		return;
+	}
+	s->depth++;
+	s->stage_wait = 0;
+	struct smtp_verdict dflt;
+	if (v == NULL) {
+		smtp_verdict_set(&dflt, SMTP_VERDICT_TEMPFAIL, NULL, "no verdict");
+		v = &dflt;
+	}
+	if (s->stage == SMTP_STAGE_CONNECT)
+		session_connect_finish(s, v);
+	else
+		smtp_server_stage_finish(s, v);
+	s->stage_args[0] = NULL;
+	s->stage_rcpt[0] = '\0';
+	s->stage_rcpt_first = s->stage_rcpt_n = 0;
+	session_resume(s);
+}
+
+void smtp_session_commit_verdict(struct smtp_session *s, const struct smtp_verdict *v)
+{
+	if (s->state != SMTP_STATE_COMMIT) {
+		struct log_line l;
+		smtp_server_log_start(s, &l, LOG_LEVEL_CRIT, "commit_verdict_unexpected");
+		log_kv(&l, "state", smtp_session_state_str(s));
+		log_end(&l);
+		return;
+	}
+	s->depth++;
+	s->state = s->helo ? SMTP_STATE_READY : SMTP_STATE_GREETED;
+	struct smtp_verdict fix;
+	if (v == NULL || v->kind == SMTP_VERDICT_CONTINUE) {
+		/* a verdict that lets the message through must commit it */
+		struct log_line l;
+		smtp_server_log_start(s, &l, LOG_LEVEL_CRIT, "commit_verdict_continue");
+		log_end(&l);
+		smtp_verdict_set(&fix, SMTP_VERDICT_TEMPFAIL, NULL, v ? v->why : "no verdict");
+		v = &fix;
+	}
+	if (v->kind == SMTP_VERDICT_DISCARD) {
+		/* the client sees success; nothing is handed on */
+		struct log_line l;
+		smtp_server_log_start(s, &l, LOG_LEVEL_INFO, "discarded");
+		log_kv(&l, "from", s->env.sender ? s->env.sender : "");
+		log_kvi(&l, "nrcpt", (long long)s->env.nrcpts);
+		log_kvi(&l, "size", (long long)s->env.content_size);
+		log_kv(&l, "why", v->why[0] ? v->why : "-");
+		log_end(&l);
+		smtp_server_reply(s, SMTP_R_QUEUED, s->env.qid);
+	} else {
+		smtp_server_verdict_log(s, "eom", v);
+		verdict_reply_what(s, "Message", v);
+		if (v->kind == SMTP_VERDICT_SHUTDOWN)
+			smtp_server_close(s, "policy");
+	}
+	smtp_server_txn_abort(s); /* qf is NULL: only the envelope is reset */
+	session_resume(s);
+}
+
 void smtp_session_tls_done(struct smtp_session *s, const char *tls_desc)
 {
 	if (s->state != SMTP_STATE_TLS)
 		return;
 	s->depth++;
 	s->tls = 1;
+	s->info.tls = 1;
 	/* RFC 3207 4.2: forget everything learnt before the handshake */
 	free(s->helo);
 	s->helo = NULL;
@@ -1012,6 +1330,44 @@ const char *smtp_session_auth_user(const struct smtp_session *s)
 	return s->auth_user;
 }
 
+const char *smtp_session_helo(const struct smtp_session *s)
+{
+	return s->helo;
+}
+
+int smtp_session_esmtp(const struct smtp_session *s)
+{
+	return s->esmtp;
+}
+
+struct envelope *smtp_session_envelope(struct smtp_session *s)
+{
+	return &s->env;
+}
+
+const struct smtp_client_info *smtp_session_client(const struct smtp_session *s)
+{
+	return &s->info;
+}
+
+const char *smtp_session_rcpt(const struct smtp_session *s, size_t *first, size_t *n)
+{
+	int at = s->stage_wait && s->stage == SMTP_STAGE_RCPT;
+	if (first)
+		*first = at ? s->stage_rcpt_first : 0;
+	if (n)
+		*n = at ? s->stage_rcpt_n : 0;
+	return at ? s->stage_rcpt : "";
+}
+
+const char *const *smtp_session_esmtp_args(const struct smtp_session *s)
+{
+	static const char *const none[] = {NULL};
+	if (s->stage_wait && (s->stage == SMTP_STAGE_MAIL || s->stage == SMTP_STAGE_RCPT))
+		return s->stage_args;
+	return none;
+}
+
 int smtp_session_wants_input(const struct smtp_session *s)
 {
 	return s->state != SMTP_STATE_CLOSED && !smtp_server_waiting(s) &&
@@ -1033,6 +1389,13 @@ int smtp_session_closed(const struct smtp_session *s)
 
 const char *smtp_session_state_str(const struct smtp_session *s)
 {
+	static const char *const checks[] = {
+		[SMTP_STAGE_CONNECT] = "check-connect", [SMTP_STAGE_HELO] = "check-helo",
+		[SMTP_STAGE_MAIL] = "check-mail", [SMTP_STAGE_RCPT] = "check-rcpt",
+		[SMTP_STAGE_DATA] = "check-data",
+	};
+	if (s->stage_wait && (unsigned)s->stage < sizeof(checks) / sizeof(checks[0]))
+		return checks[s->stage];
 	if (s->chunk_active)
 		return "bdat-chunk";
 	return smtp_state_name(s->state);

@@ -24,6 +24,12 @@
  *   smtp_session_tls_done        the STARTTLS handshake completed
  *   smtp_session_auth_done       completion of ops->auth_check (AUTH)
  *   smtp_session_auth_user       the authenticated account, or NULL
+ *   smtp_session_stage_done      completion of ops->stage_check (policy)
+ *   smtp_session_commit_verdict  end of data refused or discarded by policy
+ *   smtp_session_helo/_envelope/_client/_rcpt/_esmtp_args  what the policy
+ *                                checks look at (accessors)
+ *   smtp_stage_str, smtp_verdict_kind_str, smtp_verdict_set,
+ *   smtp_verdict_reply_valid     the policy verdict type
  *   smtp_session_wants_input     0 while waiting or closing
  *   smtp_session_timeout_secs    the idle timeout that applies now
  *   smtp_session_state_str       for logs
@@ -104,6 +110,53 @@ enum smtp_auth_result {
 };
 const char *smtp_auth_result_str(int ok);
 
+/*
+ * Policy stages (milters, mail authentication). At each stage the daemon
+ * may run checks of its own (ops->stage_check) after the session's built-in
+ * checks passed; the session waits for smtp_session_stage_done.
+ */
+enum smtp_stage {
+	SMTP_STAGE_CONNECT, /* before the greeting */
+	SMTP_STAGE_HELO,    /* HELO/EHLO: the name is stored (smtp_session_helo) */
+	SMTP_STAGE_MAIL,    /* MAIL passed sender, ownership and rate checks */
+	SMTP_STAGE_RCPT,    /* rcpt_check accepted: the recipient(s) are in the envelope */
+	SMTP_STAGE_DATA,    /* DATA, or the first BDAT: before the queue file is opened */
+};
+const char *smtp_stage_str(enum smtp_stage st);
+
+enum smtp_verdict_kind {
+	SMTP_VERDICT_CONTINUE, /* go on */
+	SMTP_VERDICT_REJECT,   /* 5xx */
+	SMTP_VERDICT_TEMPFAIL, /* 4xx */
+	SMTP_VERDICT_DISCARD,  /* 250: the message is accepted and dropped. At a stage
+				* before the end of data the session goes on as for
+				* CONTINUE: the implementation remembers it and
+				* discards at msg_commit (smtp_session_commit_verdict) */
+	SMTP_VERDICT_SHUTDOWN, /* 421 and close */
+};
+const char *smtp_verdict_kind_str(enum smtp_verdict_kind k);
+
+#define SMTP_VERDICT_REPLY_MAX 512
+struct smtp_verdict {
+	enum smtp_verdict_kind kind;
+	/* "" = the table's reply for kind and stage; else a complete reply
+	 * without the final CRLF: "550 5.7.1 text", multi-line as
+	 * "550-a\r\n550 b". Checked by the session (smtp_verdict_reply_valid);
+	 * one that fails the check is logged and the table's reply is used */
+	char reply[SMTP_VERDICT_REPLY_MAX];
+	char why[64]; /* for the log: "milter", "dmarc", ... */
+};
+/* smtp_verdict_set - fill v: kind, custom reply (NULL or "" for the
+ * table's; truncated to fit) and why (NULL for none) */
+void smtp_verdict_set(struct smtp_verdict *v, enum smtp_verdict_kind kind, const char *reply,
+		      const char *why);
+/* smtp_verdict_reply_valid - 1 when reply may be sent for kind: every line
+ * three digits, the same code on each, 4xx for TEMPFAIL and SHUTDOWN, 5xx
+ * for REJECT; '-' after the code on all lines but the last (' ' or nothing
+ * there); printable ASCII text; lines joined by CRLF only, at most 512
+ * octets each. CONTINUE and DISCARD never take a custom reply (0). */
+int smtp_verdict_reply_valid(enum smtp_verdict_kind kind, const char *reply);
+
 struct smtp_server_ops {
 	/* write - send reply bytes to the client (one call per batch) */
 	void (*write)(void *ctx, const char *p, size_t n);
@@ -149,6 +202,23 @@ struct smtp_server_ops {
 	 * or NULL (the implementation may count per client address then).
 	 * NULL: no limit */
 	int (*rate_check)(void *ctx, const char *account);
+	/* stage_check - policy checks of a stage (milters, mail
+	 * authentication): call smtp_session_stage_done exactly once, later
+	 * or from within. Asked after the session's own checks of the stage
+	 * passed (MAIL: after sender_check and rate_check, with the envelope
+	 * sender set; RCPT: after rcpt_check accepted, with the new
+	 * recipient(s) already in the envelope: the session removes them
+	 * again on a verdict other than CONTINUE/DISCARD). While a check is in
+	 * flight the session reads nothing (wants_input 0) and is not to be
+	 * freed; eof, timeout and shutdown wait for the answer as during a
+	 * commit. NULL: no checks (every stage continues) */
+	void (*stage_check)(void *ctx, enum smtp_stage stage, struct smtp_session *s);
+	/* txn_end - the transaction whose MAIL stage was checked is over:
+	 * committed (after msg_accepted), refused, discarded, or dropped by
+	 * RSET, HELO/EHLO, a refused MAIL, QUIT, close or eof. Per-message
+	 * state of the checks can go (a milter gets ABORT unless its end of
+	 * message already ran). May be NULL */
+	void (*txn_end)(void *ctx, struct smtp_session *s);
 };
 
 /*
@@ -177,6 +247,10 @@ struct smtp_server_ops {
  *   refused with 538 5.7.11 so no password ever crosses in clear text. On
  *   submission listeners MAIL needs AUTH first (530 5.7.0). An
  *   authenticated client may relay (rcpt_check's may_relay).
+ * - A policy check in flight (ops->stage_check called,
+ *   smtp_session_stage_done not yet) is treated like an auth check:
+ *   wants_input is 0, eof, timeout and shutdown are acted on after the
+ *   answer, and the session is never freed while one is in flight.
  * - Limits of 0 in conf (max_errors, max_recipients, max_received_headers,
  *   max_message_size) mean no limit.
  */
@@ -202,6 +276,42 @@ void smtp_session_tls_done(struct smtp_session *s, const char *tls_desc);
 void smtp_session_auth_done(struct smtp_session *s, int ok, const char *account);
 /* smtp_session_auth_user - the authenticated account, NULL if none */
 const char *smtp_session_auth_user(const struct smtp_session *s);
+
+/* smtp_session_stage_done - the outcome of ops->stage_check: CONTINUE
+ * goes on (the command's success reply); REJECT / TEMPFAIL reply v->reply
+ * or the table's (CONNECT: 554 / 421 and close; HELO: the name is
+ * forgotten; MAIL, DATA: the transaction is dropped; RCPT: its recipients
+ * are removed again); SHUTDOWN replies 421 and closes; DISCARD goes on as
+ * CONTINUE (the implementation discards at the end of data). A call with
+ * no check in flight is logged and ignored. */
+void smtp_session_stage_done(struct smtp_session *s, const struct smtp_verdict *v);
+/* smtp_session_commit_verdict - instead of smtp_session_commit_done, the
+ * implementation of ops->msg_commit refuses the message (REJECT 5xx,
+ * TEMPFAIL 4xx, SHUTDOWN 421 and close) or drops it (DISCARD: the client
+ * gets the usual 250 with the queue id, msg_accepted is not called). The
+ * queue file handed to msg_commit is the implementation's to abort.
+ * CONTINUE here is a caller bug and is taken as TEMPFAIL. */
+void smtp_session_commit_verdict(struct smtp_session *s, const struct smtp_verdict *v);
+
+/* accessors for the policy checks */
+/* smtp_session_helo - the sanitised HELO/EHLO name, NULL before HELO */
+const char *smtp_session_helo(const struct smtp_session *s);
+/* smtp_session_esmtp - 1 after EHLO, 0 after HELO */
+int smtp_session_esmtp(const struct smtp_session *s);
+/* smtp_session_envelope - the transaction's envelope (sender, recipients,
+ * qid once the queue file is open). The implementation of msg_commit may
+ * change it (sender, recipients) before it commits the queue file. */
+struct envelope *smtp_session_envelope(struct smtp_session *s);
+/* smtp_session_client - the client as given to smtp_session_new; strings
+ * are the session's copies; tls turns 1 after STARTTLS */
+const struct smtp_client_info *smtp_session_client(const struct smtp_session *s);
+/* smtp_session_rcpt - at SMTP_STAGE_RCPT: the address of the RCPT command
+ * being checked as the client gave it ("local@domain"), and in *first /
+ * *n (may be NULL) the envelope recipients it added; "" elsewhere */
+const char *smtp_session_rcpt(const struct smtp_session *s, size_t *first, size_t *n);
+/* smtp_session_esmtp_args - at SMTP_STAGE_MAIL / _RCPT: the command's
+ * parameters, "KEY=VALUE" or "KEY" each, NULL-terminated (never NULL) */
+const char *const *smtp_session_esmtp_args(const struct smtp_session *s);
 
 int smtp_session_wants_input(const struct smtp_session *s);
 unsigned smtp_session_timeout_secs(const struct smtp_session *s);

@@ -86,6 +86,7 @@ struct smtp_session {
 	int tls;
 	int tls_available;
 	int hide_client;
+	struct smtp_client_info info; /* the above, for smtp_session_client */
 
 	enum smtp_state state;
 	struct buf in;     /* capped network input */
@@ -133,6 +134,19 @@ struct smtp_session {
 	const char *chunk_err_arg;
 
 	struct smtp_txn_params p; /* scratch for the current command */
+
+	/* policy checks (ops->stage_check) */
+	int stage_wait;            /* a check is in flight: smtp_session_stage_done */
+	enum smtp_stage stage;     /* the stage being checked */
+	int txn_told;              /* the MAIL stage ran: ops->txn_end is owed */
+	char stage_rcpt[SMTP_PATH_MAX + 1]; /* RCPT stage: the address as given */
+	size_t stage_rcpt_first, stage_rcpt_n; /* ... and the recipients it added */
+	/* MAIL / RCPT stage: the parameters as "KEY=VALUE", NUL-separated in
+	 * stage_argbuf (they came from one command line) */
+	const char *stage_args[SMTP_PARAMS_MAX + 1];
+	char stage_argbuf[SMTP_LINE_MAX + SMTP_PARAMS_MAX];
+	struct smtp_verdict chunk_verdict; /* BDAT refused at the DATA stage */
+	int chunk_has_verdict;
 };
 
 /* shared by smtp_server.c (the session core) and smtp_server_verbs.c */
@@ -157,6 +171,21 @@ void smtp_server_auth_response(struct smtp_session *s, const char *line, size_t 
 void smtp_server_auth_end(struct smtp_session *s);
 /* smtp_server_auth_log - event=auth with the user, mechanism and outcome */
 void smtp_server_auth_log(const struct smtp_session *s, const char *result);
+/* smtp_server_stage_begin - ask ops->stage_check (or go on at once
+ * without one); the stage's finish runs from smtp_session_stage_done */
+void smtp_server_stage_begin(struct smtp_session *s, enum smtp_stage stage);
+/* smtp_server_stage_args - keep a command's parameters for the MAIL/RCPT stage */
+void smtp_server_stage_args(struct smtp_session *s, const struct smtp_cmd *cmd);
+/* smtp_server_stage_finish - the verdict of a HELO/MAIL/RCPT/DATA stage
+ * (smtp_server_verbs.c) */
+void smtp_server_stage_finish(struct smtp_session *s, const struct smtp_verdict *v);
+/* smtp_server_verdict_reply - reply a refusing verdict: its custom reply
+ * when valid, else the table's row for kind and stage */
+void smtp_server_verdict_reply(struct smtp_session *s, enum smtp_stage stage,
+			       const struct smtp_verdict *v);
+/* smtp_server_verdict_log - one event=reject/tempfail line for a verdict */
+void smtp_server_verdict_log(const struct smtp_session *s, const char *stage,
+			     const struct smtp_verdict *v);
 /* smtp_server_command - parse one command line (no CRLF) and run its row */
 void smtp_server_command(struct smtp_session *s, const char *line, size_t len);
 

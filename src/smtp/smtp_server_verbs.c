@@ -11,6 +11,12 @@
  *   smtp_server_auth_end       leave the AUTH exchange, wipe its state
  *   smtp_server_auth_log       one event=auth line (never a password)
  *   smtp_auth_mech_str         mechanism name for logs
+ *   smtp_server_stage_finish   the policy verdict of a HELO/MAIL/RCPT/DATA
+ *                              stage: the command's reply, or the refusal
+ * Policy stages: HELO, MAIL, RCPT and DATA (and the first BDAT) do their
+ * work up to the point of no return, then ask ops->stage_check
+ * (smtp_server_stage_begin); the success reply, or the undoing of the work
+ * and the refusal, comes in smtp_server_stage_finish.
  * Trusts: nothing. Every parameter value is checked before it reaches the
  * envelope; the HELO name is sanitised before it is stored. AUTH responses
  * are decoded strictly (src/auth/sasl.h); passwords are handed to
@@ -170,7 +176,12 @@ static void proceed_helo(struct smtp_session *s, const struct smtp_cmd *cmd)
 	smtp_server_log_start(s, &l, LOG_LEVEL_DEBUG, s->esmtp ? "ehlo" : "helo");
 	log_kv(&l, "helo", s->helo);
 	log_end(&l);
+	smtp_server_stage_begin(s, SMTP_STAGE_HELO); /* helo_reply follows */
+}
 
+/* helo_reply - the HELO stage passed: 250, or the EHLO keyword list */
+static void helo_reply(struct smtp_session *s)
+{
 	const char *host = s->conf->hostname ? s->conf->hostname : "localhost";
 	if (!s->esmtp) {
 		smtp_server_reply(s, SMTP_R_HELO, host);
@@ -322,6 +333,14 @@ static void proceed_mail(struct smtp_session *s, const struct smtp_cmd *cmd)
 	s->txn_smtputf8 = s->p.smtputf8;
 	s->txn_body = s->p.body;
 	s->state = SMTP_STATE_MAIL;
+	smtp_server_stage_args(s, cmd);
+	s->txn_told = 1; /* from here the checks hold per-message state */
+	smtp_server_stage_begin(s, SMTP_STAGE_MAIL); /* mail_accept follows */
+}
+
+/* mail_accept - the MAIL stage passed: log and 250 */
+static void mail_accept(struct smtp_session *s)
+{
 	struct log_line l;
 	smtp_server_log_start(s, &l, LOG_LEVEL_INFO, "mail");
 	log_kv(&l, "from", s->env.sender);
@@ -440,6 +459,7 @@ static enum smtp_reply_id check_rcpt(struct smtp_session *s, const struct smtp_c
 static void proceed_rcpt(struct smtp_session *s, const struct smtp_cmd *cmd)
 {
 	int may_relay = s->trusted || s->auth_user != NULL;
+	size_t before = s->env.nrcpts;
 	enum smtp_rcpt_verdict v = s->ops->rcpt_check(s->ctx, &cmd->path, may_relay, &s->env,
 						      s->p.has_orcpt ? s->p.orcpt : NULL, s->p.notify);
 	enum smtp_reply_id id;
@@ -451,33 +471,75 @@ static void proceed_rcpt(struct smtp_session *s, const struct smtp_cmd *cmd)
 	default: id = SMTP_R_TEMP_QUEUE; break;
 	}
 	if (id == SMTP_R_RCPT_OK) {
-		if (s->nrcpt == 0) {
-			s->first_rcpt = strdup(cmd->path.addr);
-			if (s->first_rcpt == NULL) {
-				smtp_server_oom(s);
-				return;
-			}
-		}
-		s->nrcpt++;
-		s->nrcpts_ok++;
-		s->state = SMTP_STATE_RCPT;
-		struct log_line l;
-		smtp_server_log_start(s, &l, LOG_LEVEL_DEBUG, "rcpt");
-		log_kv(&l, "to", cmd->path.addr);
-		log_end(&l);
-	} else {
+		/* the recipient(s) are in the envelope: the policy checks see
+		 * them, and rcpt_finish takes them out again on a refusal */
+		snprintf(s->stage_rcpt, sizeof(s->stage_rcpt), "%s", cmd->path.addr);
+		s->stage_rcpt_first = before <= s->env.nrcpts ? before : s->env.nrcpts;
+		s->stage_rcpt_n = s->env.nrcpts - s->stage_rcpt_first;
+		smtp_server_stage_args(s, cmd);
+		smtp_server_stage_begin(s, SMTP_STAGE_RCPT);
+		return;
+	}
+	s->nrcpts_bad++;
+	struct log_line l;
+	smtp_server_log_start(s, &l, LOG_LEVEL_INFO, "rcpt_reject");
+	log_kv(&l, "from", s->env.sender ? s->env.sender : "");
+	log_kv(&l, "to", cmd->path.addr);
+	log_kvi(&l, "code", smtp_reply_def(id)->code);
+	log_kv(&l, "verdict", v == SMTP_RCPT_UNKNOWN_USER   ? "unknown_user"
+			      : v == SMTP_RCPT_RELAY_DENIED ? "relay_denied"
+							    : "tempfail");
+	log_end(&l);
+	smtp_server_reply(s, id, NULL);
+}
+
+/* env_rcpts_truncate - drop the envelope's recipients from index first on */
+static void env_rcpts_truncate(struct envelope *e, size_t first)
+{
+	while (e->nrcpts > first) {
+		struct env_rcpt *r = &e->rcpts[--e->nrcpts];
+		free(r->addr);
+		free(r->orcpt);
+		free(r->last_error);
+		memset(r, 0, sizeof(*r));
+	}
+}
+
+/* rcpt_finish - the RCPT stage's verdict: accept, or undo and refuse */
+static void rcpt_finish(struct smtp_session *s, const struct smtp_verdict *v)
+{
+	const char *addr = s->stage_rcpt;
+	if (v->kind != SMTP_VERDICT_CONTINUE && v->kind != SMTP_VERDICT_DISCARD) {
+		env_rcpts_truncate(&s->env, s->stage_rcpt_first);
 		s->nrcpts_bad++;
 		struct log_line l;
 		smtp_server_log_start(s, &l, LOG_LEVEL_INFO, "rcpt_reject");
 		log_kv(&l, "from", s->env.sender ? s->env.sender : "");
-		log_kv(&l, "to", cmd->path.addr);
-		log_kvi(&l, "code", smtp_reply_def(id)->code);
-		log_kv(&l, "verdict", v == SMTP_RCPT_UNKNOWN_USER   ? "unknown_user"
-				      : v == SMTP_RCPT_RELAY_DENIED ? "relay_denied"
-								    : "tempfail");
+		log_kv(&l, "to", addr);
+		log_kv(&l, "verdict", "policy");
+		log_kv(&l, "policy", smtp_verdict_kind_str(v->kind));
+		log_kv(&l, "why", v->why[0] ? v->why : "-");
 		log_end(&l);
+		smtp_server_verdict_reply(s, SMTP_STAGE_RCPT, v);
+		if (v->kind == SMTP_VERDICT_SHUTDOWN)
+			smtp_server_close(s, "policy");
+		return;
 	}
-	smtp_server_reply(s, id, NULL);
+	if (s->nrcpt == 0) {
+		s->first_rcpt = strdup(addr);
+		if (s->first_rcpt == NULL) {
+			smtp_server_oom(s);
+			return;
+		}
+	}
+	s->nrcpt++;
+	s->nrcpts_ok++;
+	s->state = SMTP_STATE_RCPT;
+	struct log_line l;
+	smtp_server_log_start(s, &l, LOG_LEVEL_DEBUG, "rcpt");
+	log_kv(&l, "to", addr);
+	log_end(&l);
+	smtp_server_reply(s, SMTP_R_RCPT_OK, NULL);
 }
 
 /* check_data - MAIL and a recipient first, no BINARYMIME, no argument */
@@ -503,8 +565,14 @@ static enum smtp_reply_id check_data(struct smtp_session *s, const struct smtp_c
 	return check_syntax(perr, detail, arg);
 }
 
-/* proceed_data - open the queue file, write Received, reply 354 */
+/* proceed_data - the DATA stage, then data_start */
 static void proceed_data(struct smtp_session *s, const struct smtp_cmd *cmd)
+{
+	smtp_server_stage_begin(s, SMTP_STAGE_DATA);
+}
+
+/* data_start - open the queue file, write Received, reply 354 */
+static void data_start(struct smtp_session *s)
 {
 	enum smtp_reply_id r = smtp_server_msg_start(s);
 	if (r != SMTP_R_NONE) {
@@ -565,6 +633,22 @@ static void proceed_bdat(struct smtp_session *s, const struct smtp_cmd *cmd)
 	} else if (max && (n > max || s->content_size > max - n)) {
 		s->chunk_err = SMTP_R_SIZE_EXCEEDED;
 	} else if (s->state == SMTP_STATE_RCPT) {
+		/* the first chunk: the DATA stage first (bdat_start follows);
+		 * the chunk's octets wait unread meanwhile */
+		s->chunk_discard = 1;
+		smtp_server_stage_begin(s, SMTP_STAGE_DATA);
+		return;
+	}
+	s->chunk_discard = s->chunk_err != SMTP_R_NONE;
+	if (n == 0)
+		smtp_server_chunk_end(s);
+}
+
+/* bdat_start - the DATA stage of the first BDAT chunk decided: open the
+ * queue file, or keep the verdict for the chunk's end; then read the chunk */
+static void bdat_start(struct smtp_session *s, const struct smtp_verdict *v)
+{
+	if (v->kind == SMTP_VERDICT_CONTINUE || v->kind == SMTP_VERDICT_DISCARD) {
 		enum smtp_reply_id r = smtp_server_msg_start(s);
 		if (r != SMTP_R_NONE) {
 			s->chunk_err = r;
@@ -574,10 +658,61 @@ static void proceed_bdat(struct smtp_session *s, const struct smtp_cmd *cmd)
 			s->scan.in_headers = 1;
 			s->scan.matching = 1;
 		}
+	} else {
+		s->chunk_verdict = *v;
+		s->chunk_has_verdict = 1;
 	}
-	s->chunk_discard = s->chunk_err != SMTP_R_NONE;
-	if (n == 0)
+	s->chunk_discard = s->chunk_err != SMTP_R_NONE || s->chunk_has_verdict;
+	if (s->chunk_left == 0)
 		smtp_server_chunk_end(s);
+}
+
+/* smtp_server_stage_finish - see smtp_server_int.h */
+void smtp_server_stage_finish(struct smtp_session *s, const struct smtp_verdict *v)
+{
+	int go = v->kind == SMTP_VERDICT_CONTINUE || v->kind == SMTP_VERDICT_DISCARD;
+	switch (s->stage) {
+	case SMTP_STAGE_HELO:
+		if (go) {
+			helo_reply(s);
+			return;
+		}
+		/* a refused name is forgotten: the client has not said HELO */
+		smtp_server_verdict_log(s, "helo", v);
+		free(s->helo);
+		s->helo = NULL;
+		s->esmtp = 0;
+		s->state = SMTP_STATE_GREETED;
+		break;
+	case SMTP_STAGE_MAIL:
+		if (go) {
+			mail_accept(s);
+			return;
+		}
+		smtp_server_verdict_log(s, "mail", v);
+		smtp_server_txn_abort(s);
+		break;
+	case SMTP_STAGE_RCPT:
+		rcpt_finish(s, v);
+		return;
+	case SMTP_STAGE_DATA:
+		if (s->chunk_active) {
+			bdat_start(s, v);
+			return;
+		}
+		if (go) {
+			data_start(s);
+			return;
+		}
+		smtp_server_verdict_log(s, "data", v);
+		smtp_server_txn_abort(s);
+		break;
+	case SMTP_STAGE_CONNECT:
+		return; /* the session core's */
+	}
+	smtp_server_verdict_reply(s, s->stage, v);
+	if (v->kind == SMTP_VERDICT_SHUTDOWN)
+		smtp_server_close(s, "policy");
 }
 
 /* proceed_rset - abort the transaction */

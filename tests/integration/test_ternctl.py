@@ -211,3 +211,26 @@ def test_refuses_to_run_as_root_without_allow_root(ternd_factory):
     p = subprocess.run(t.argv(), capture_output=True, text=True, timeout=20)
     assert p.returncode != 0
     assert "refusing to receive and deliver mail as root" in p.stderr
+
+
+def test_dkim_keygen_uses_configured_dir_and_run_user(tmp_path):
+    """`ternctl dkim keygen` without --dir writes under dkim_key_dir; run as
+    root, the key and its domain directory go to run_user (ternd reads keys
+    after dropping root), never readable by others."""
+    keydir = tmp_path / "keys"
+    args = ["-c", "/dev/null", "-o", f"dkim_key_dir={keydir}"]
+    owner = "nobody" if os.geteuid() == 0 else pwd.getpwuid(os.geteuid()).pw_name
+    args += ["-o", f"run_user={owner}"]
+    r = _ternctl(*args, "dkim", "keygen", "Example.Test", "sel1", "--type", "ed25519")
+    assert r.returncode == 0, r.stderr
+    assert 'sel1._domainkey.example.test. IN TXT "v=DKIM1; k=ed25519; p=' in r.stdout
+    key = keydir / "example.test" / "sel1.ed25519.pem"
+    st = os.stat(key)
+    assert st.st_mode & 0o777 == 0o600
+    assert os.stat(keydir / "example.test").st_mode & 0o777 == 0o700
+    assert os.stat(keydir).st_mode & 0o777 == 0o711
+    want = pwd.getpwnam(owner).pw_uid
+    assert st.st_uid == want and os.stat(keydir / "example.test").st_uid == want
+    # an existing key is never overwritten
+    r = _ternctl(*args, "dkim", "keygen", "example.test", "sel1", "--type", "ed25519")
+    assert r.returncode != 0 and "File exists" in r.stderr

@@ -168,7 +168,8 @@ static void test_hostile_headers(void **state)
 	env_free(&e);
 
 	static const char *const edits[][2] = {
-		{"TERN-QUEUE 1\n", "TERN-QUEUE 2\n"},
+		{"TERN-QUEUE 1\n", "TERN-QUEUE 3\n"},
+		{"TERN-QUEUE 1\n", "TERN-QUEUE 0\n"},
 		{"TERN-QUEUE 1\n", "TERN-QUEUE 10\n"},
 		{"TERN-QUEUE 1\n", "TERN-QUEUE\n"},
 		{"TERN-QUEUE 1\n", "XTERN 1\n"},
@@ -358,18 +359,57 @@ static void test_state_apply(void **state)
 static void test_trailer(void **state)
 {
 	(void)state;
-	uint64_t len;
+	uint64_t len, gap;
+	/* version 1: one number, no gap */
 	const char t[] = "xyz\nTERN-END 3\n";
 	/* header 10 bytes + "xyz" + trailer 12 = 25 */
-	assert_int_equal(queue_trailer_check(t, sizeof(t) - 1, 25, 10, &len), 0);
+	assert_int_equal(queue_trailer_check(t, sizeof(t) - 1, 25, 10, 1, &gap, &len), 0);
 	assert_int_equal(len, 3);
-	assert_int_equal(queue_trailer_check(t, sizeof(t) - 1, 26, 10, &len), -1);
-	assert_int_equal(queue_trailer_check(t, sizeof(t) - 2, 24, 10, &len), -1);
+	assert_int_equal(gap, 0);
+	assert_int_equal(queue_trailer_check(t, sizeof(t) - 1, 26, 10, 1, &gap, &len), -1);
+	assert_int_equal(queue_trailer_check(t, sizeof(t) - 2, 24, 10, 1, &gap, &len), -1);
+	/* a version 1 marker is not a version 2 one, nor the other way */
+	assert_int_equal(queue_trailer_check(t, sizeof(t) - 1, 25, 10, 2, &gap, &len), -1);
 	const char z[] = "\nTERN-END 03\n";
-	assert_int_equal(queue_trailer_check(z, sizeof(z) - 1, 10 + 3 + 13, 10, &len), -1);
+	assert_int_equal(queue_trailer_check(z, sizeof(z) - 1, 10 + 3 + 13, 10, 1, &gap, &len), -1);
 	const char big[] = "\nTERN-END 99999999999999999999\n";
-	assert_int_equal(queue_trailer_check(big, sizeof(big) - 1, 100, 10, &len), -1);
-	assert_int_equal(queue_trailer_check("\n", 1, 1, 0, &len), -1);
+	assert_int_equal(queue_trailer_check(big, sizeof(big) - 1, 100, 10, 1, &gap, &len), -1);
+	assert_int_equal(queue_trailer_check("\n", 1, 1, 0, 1, &gap, &len), -1);
+	assert_int_equal(queue_trailer_check("\n", 1, 1, 0, 2, &gap, &len), -1);
+	assert_int_equal(queue_trailer_check(t, sizeof(t) - 1, 25, 10, 3, &gap, &len), -1);
+
+	/* version 2: gap and length; header 10 + gap 100 + "xyz" + trailer 14 */
+	const char v2[] = "xyz\nTERN-END 100 3\n";
+	const uint64_t tl = sizeof(v2) - 1 - 3;
+	assert_int_equal(queue_trailer_check(v2, sizeof(v2) - 1, 10 + 100 + 3 + tl, 10, 2, &gap, &len), 0);
+	assert_int_equal(gap, 100);
+	assert_int_equal(len, 3);
+	assert_int_equal(queue_trailer_check(v2, sizeof(v2) - 1, 10 + 100 + 3 + tl + 1, 10, 2, &gap, &len), -1);
+	assert_int_equal(queue_trailer_check(v2, sizeof(v2) - 1, 10 + 100 + 3 + tl - 1, 10, 2, &gap, &len), -1);
+	assert_int_equal(queue_trailer_check(v2, sizeof(v2) - 1, 10 + 100 + 3 + tl, 10, 1, &gap, &len), -1);
+	/* gap 0 (a copied file) and the largest gap */
+	const char g0[] = "\nTERN-END 0 3\n";
+	assert_int_equal(queue_trailer_check(g0, sizeof(g0) - 1, 10 + 3 + sizeof(g0) - 1, 10, 2, &gap, &len), 0);
+	assert_int_equal(gap, 0);
+	const char gmax[] = "\nTERN-END 4096 0\n";
+	assert_int_equal(queue_trailer_check(gmax, sizeof(gmax) - 1, 10 + 4096 + sizeof(gmax) - 1, 10, 2, &gap, &len),
+			 0);
+	/* hostile markers: a gap beyond the reserve, non-canonical numbers,
+	 * missing parts, numbers that overflow or exceed the file */
+	static const char *const bad[] = {
+		"\nTERN-END 4097 0\n", "\nTERN-END 01 3\n", "\nTERN-END 1 03\n",  "\nTERN-END  3\n",
+		"\nTERN-END 1  3\n",   "\nTERN-END 3\n",    "\nTERN-END 1 3",      "\nTERN-END 1 3 \n",
+		"\nTERN-END -1 3\n",   "TERN-END 1 3\n",    "\nTERN-END 1 99999999999999999999\n",
+		"\nTERN-END 1 18446744073709551615\n",      "\nTERN-END 1\t3\n",
+	};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		size_t n = strlen(bad[i]);
+		for (uint64_t size = n; size < n + 5000; size += 7)
+			assert_int_equal(queue_trailer_check(bad[i], n, size, 10 < size - n ? 10 : 0, 2, &gap, &len), -1);
+	}
+	/* the numbers must add up exactly, for every split of the file */
+	for (uint64_t hdr = 0; hdr < 20; hdr++)
+		assert_int_equal(queue_trailer_check(v2, sizeof(v2) - 1, hdr + 100 + 3 + tl, hdr, 2, &gap, &len), 0);
 }
 
 static void test_id_valid(void **state)

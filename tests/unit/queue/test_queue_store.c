@@ -249,8 +249,13 @@ static void test_torn_every_offset(void **state)
 	char *whole = read_file(p, &n);
 	char err[256];
 	struct envelope l;
-	for (size_t k = 0; k < n; k++) {
-		write_file(p, whole, k);
+	/* from the end down, so truncate alone makes each prefix; inside the
+	 * run of NUL bytes reserved before the content every 61st offset */
+	for (size_t k = n; k-- > 0;) {
+		int in_gap = k > 0 && k + 1 < n && whole[k - 1] == '\0' && whole[k] == '\0' && whole[k + 1] == '\0';
+		if (in_gap && k % 61)
+			continue;
+		assert_int_equal(truncate(p, (off_t)k), 0);
 		errno = 0;
 		assert_int_equal(queue_msg_load(fx->q, e.qid, &l, err, sizeof(err)), -1);
 		assert_int_equal(errno, EBADMSG);

@@ -144,6 +144,41 @@ static int fake_rate_check(void *ctx, const char *account)
 	return f->rate_limit && f->nrate_checks > f->rate_limit;
 }
 
+/* fake_stage_check - record what the check sees; answer now or later */
+static void fake_stage_check(void *ctx, enum smtp_stage stage, struct smtp_session *s)
+{
+	struct fake *f = fake_of(ctx);
+	unsigned st = (unsigned)stage < 5 ? (unsigned)stage : 0;
+	f->nstage_checks[st]++;
+	const char *h = smtp_session_helo(s);
+	snprintf(f->check_helo, sizeof(f->check_helo), "%s", h ? h : "-");
+	size_t first = 0, n = 0;
+	const char *r = smtp_session_rcpt(s, &first, &n);
+	snprintf(f->check_rcpt, sizeof(f->check_rcpt), "%s", r);
+	f->check_rcpt_first = first;
+	f->check_rcpt_n = n;
+	f->check_args[0] = '\0';
+	size_t off = 0;
+	for (const char *const *a = smtp_session_esmtp_args(s); *a; a++)
+		off += (size_t)snprintf(f->check_args + off, sizeof(f->check_args) - off, "%s%s",
+					off ? " " : "", *a);
+	const struct envelope *env = smtp_session_envelope(s);
+	f->check_env_rcpts = env->nrcpts;
+	snprintf(f->check_sender, sizeof(f->check_sender), "%s", env->sender ? env->sender : "(none)");
+	if (f->stage_defer[st]) {
+		f->stage_pending = 1;
+		return;
+	}
+	smtp_session_stage_done(s, &f->stage_verdict[st]);
+}
+
+/* fake_txn_end - count */
+static void fake_txn_end(void *ctx, struct smtp_session *s)
+{
+	(void)s;
+	fake_of(ctx)->ntxn_end++;
+}
+
 /* fake_msg_open - a memory "file" with the next Q%04u id, or open_errno */
 static struct queue_file *fake_msg_open(void *ctx, struct envelope *env)
 {
@@ -192,6 +227,12 @@ static void fake_msg_commit(void *ctx, struct queue_file *q, struct smtp_session
 {
 	struct fake *f = fake_of(ctx);
 	f->ncommit++;
+	if (f->eom_refuse && !f->commit_deferred) {
+		f->ncommit_verdicts++;
+		fake_file_done(f, q, 0);
+		smtp_session_commit_verdict(s, &f->eom_verdict);
+		return;
+	}
 	if (f->commit_deferred) {
 		f->pending = q;
 		return;
@@ -252,7 +293,12 @@ int fake_init(struct fake *f, const char *const *overrides, size_t n)
 		.auth_check = fake_auth_check,
 		.sender_check = fake_sender_check,
 		.rate_check = fake_rate_check,
+		.stage_check = fake_stage_check,
+		.txn_end = fake_txn_end,
 	};
+	for (int i = 0; i < 5; i++)
+		smtp_verdict_set(&f->stage_verdict[i], SMTP_VERDICT_CONTINUE, NULL, NULL);
+	smtp_verdict_set(&f->eom_verdict, SMTP_VERDICT_CONTINUE, NULL, NULL);
 	static const char users[] = "alice@example.test:{PLAIN}x\nbob@example.test:{PLAIN}x\n";
 	static const char aliases[] = "sales@example.test: alice@example.test, bob@example.test\n"
 				      "info@example.test: sales@example.test\n"
@@ -288,6 +334,11 @@ void fake_fini(struct fake *f)
 	}
 	if (f->auth_pending)
 		fake_auth_finish(f, SMTP_AUTH_TEMPFAIL, NULL);
+	if (f->stage_pending) {
+		struct smtp_verdict v;
+		smtp_verdict_set(&v, SMTP_VERDICT_TEMPFAIL, NULL, "test end");
+		fake_stage_finish(f, &v);
+	}
 	smtp_session_free(f->s);
 	lookup_free(f->tables);
 	f->tables = NULL;
@@ -350,4 +401,47 @@ void fake_auth_finish(struct fake *f, int ok, const char *account)
 	if (account == NULL)
 		account = f->auth_pending_account[0] ? f->auth_pending_account : NULL;
 	smtp_session_auth_done(f->s, ok, account);
+}
+
+/* fake_stage_finish - see fake_ops.h */
+void fake_stage_finish(struct fake *f, const struct smtp_verdict *v)
+{
+	if (!f->stage_pending)
+		return;
+	f->stage_pending = 0;
+	smtp_session_stage_done(f->s, v);
+}
+
+/* fake_commit_verdict - see fake_ops.h */
+void fake_commit_verdict(struct fake *f, const struct smtp_verdict *v)
+{
+	struct queue_file *q = f->pending;
+	if (q == NULL)
+		return;
+	f->pending = NULL;
+	f->ncommit_verdicts++;
+	fake_file_done(f, q, 0);
+	smtp_session_commit_verdict(f->s, v);
+}
+
+/* fake_verdict_parse - see fake_ops.h */
+int fake_verdict_parse(const char *text, struct smtp_verdict *v)
+{
+	static const struct {
+		const char *name;
+		enum smtp_verdict_kind kind;
+	} kinds[] = {
+		{"continue", SMTP_VERDICT_CONTINUE}, {"reject", SMTP_VERDICT_REJECT},
+		{"tempfail", SMTP_VERDICT_TEMPFAIL}, {"discard", SMTP_VERDICT_DISCARD},
+		{"shutdown", SMTP_VERDICT_SHUTDOWN},
+	};
+	size_t n = strcspn(text, " ");
+	for (size_t i = 0; i < sizeof(kinds) / sizeof(kinds[0]); i++) {
+		if (strlen(kinds[i].name) == n && strncmp(text, kinds[i].name, n) == 0) {
+			const char *reply = text[n] == ' ' ? text + n + 1 : "";
+			smtp_verdict_set(v, kinds[i].kind, reply, "test");
+			return 0;
+		}
+	}
+	return -1;
 }

@@ -10,7 +10,9 @@
  * count with an optional lockout), the real sender-ownership rule
  * (lookup_sender_owned over small tables: aliases sales -> alice, bob;
  * info -> sales; fwd -> carol@remote.example; loop1 <-> loop2) and a
- * message rate limit.
+ * message rate limit, and scripted policy checks (ops->stage_check: a
+ * verdict per stage, answered at once or on demand; ops->txn_end counted;
+ * msg_commit may answer a verdict instead of committing).
  *
  * Exports:
  *   fake_init/fake_fini      conf (with -o style overrides) and counters
@@ -19,6 +21,9 @@
  *   fake_take                the replies written since the last take
  *   fake_commit_finish       complete a deferred commit
  *   fake_auth_finish         complete a deferred auth check
+ *   fake_stage_finish        answer a deferred policy check
+ *   fake_commit_verdict      answer a deferred commit with a verdict
+ *   fake_verdict_parse       "reject 550 5.7.1 text" into a verdict
  */
 #ifndef TERN_TESTS_FAKE_OPS_H
 #define TERN_TESTS_FAKE_OPS_H
@@ -74,6 +79,22 @@ struct fake {
 	size_t rate_limit;     /* 0: none; else MAIL number rate_limit+1 is over */
 	size_t nrate_checks;
 	char last_rate_account[64]; /* "-" for NULL */
+	/* policy checks (ops->stage_check) */
+	int stage_defer[5];    /* that stage waits for fake_stage_finish */
+	struct smtp_verdict stage_verdict[5]; /* answered at once (default CONTINUE) */
+	int stage_pending;     /* a deferred check waits */
+	size_t nstage_checks[5];
+	size_t ntxn_end;
+	int eom_refuse;        /* msg_commit answers eom_verdict instead */
+	struct smtp_verdict eom_verdict;
+	size_t ncommit_verdicts;
+	/* what the last check saw */
+	char check_helo[300];
+	char check_rcpt[300];
+	size_t check_rcpt_first, check_rcpt_n;
+	char check_args[600];  /* the ESMTP arguments, space-separated */
+	size_t check_env_rcpts; /* envelope recipients at the check */
+	char check_sender[300];
 };
 
 /* fake_init - conf from /dev/null plus overrides ("key=value"); 0 ok */
@@ -90,5 +111,14 @@ void fake_commit_finish(struct fake *f, int status, int err_no);
 /* fake_auth_finish - answer the deferred auth check: ok < -2 means what
  * the fake decided itself; account NULL means the fake's own */
 void fake_auth_finish(struct fake *f, int ok, const char *account);
+/* fake_stage_finish - answer the deferred policy check */
+void fake_stage_finish(struct fake *f, const struct smtp_verdict *v);
+/* fake_commit_verdict - answer the deferred commit with v (the file is
+ * discarded, as the daemon's filter aborts it) */
+void fake_commit_verdict(struct fake *f, const struct smtp_verdict *v);
+/* fake_verdict_parse - "KIND [reply]" (continue, reject, tempfail,
+ * discard, shutdown); the reply as given (escapes already resolved);
+ * 0, or -1 for an unknown kind */
+int fake_verdict_parse(const char *text, struct smtp_verdict *v);
 
 #endif

@@ -36,6 +36,7 @@ struct chat {
 	char content_qid[QUEUE_ID_MAX];
 	char *client_name;
 	int no_auth;             /* ! no_auth: ops->auth_check is NULL */
+	int no_checks;           /* ! no_checks: ops->stage_check is NULL */
 	size_t writes_before;    /* nwrites before the last event */
 };
 
@@ -114,12 +115,24 @@ static void chat_start(struct chat *c)
 	for (size_t i = 0; i < c->noverrides; i++)
 		ov[i] = c->overrides[i];
 	struct smtp_client_info keep = c->f.info;
+	/* ! check / ! eom given before the start (the CONNECT stage) */
+	int defer[5];
+	struct smtp_verdict verdicts[5], eom = c->f.eom_verdict;
+	int eom_refuse = c->f.eom_refuse;
+	memcpy(defer, c->f.stage_defer, sizeof(defer));
+	memcpy(verdicts, c->f.stage_verdict, sizeof(verdicts));
 	fake_fini(&c->f);
 	if (fake_init(&c->f, ov, c->noverrides) < 0)
 		chat_fail(c, "bad ! conf");
 	c->f.info = keep;
+	memcpy(c->f.stage_defer, defer, sizeof(defer));
+	memcpy(c->f.stage_verdict, verdicts, sizeof(verdicts));
+	c->f.eom_verdict = eom;
+	c->f.eom_refuse = eom_refuse;
 	if (c->no_auth)
 		c->f.ops.auth_check = NULL;
+	if (c->no_checks)
+		c->f.ops.stage_check = NULL;
 	c->writes_before = 0;
 	fake_start(&c->f, c->pregreet);
 	assert_non_null(c->f.s);
@@ -200,6 +213,29 @@ static void chat_assert_count(struct chat *c, const char *what, size_t have, con
 		chat_fail(c, "%s: expected %zu, have %zu", what, want, have);
 }
 
+/* chat_stage - a stage by name (connect, helo, mail, rcpt, data) */
+static int chat_stage(struct chat *c, const char *name, size_t n)
+{
+	for (int i = 0; i < 5; i++) {
+		const char *s = smtp_stage_str((enum smtp_stage)i);
+		if (strlen(s) == n && strncmp(s, name, n) == 0)
+			return i;
+	}
+	chat_fail(c, "unknown stage %.*s", (int)n, name);
+	return 0;
+}
+
+/* chat_verdict - "VERDICT [reply]" with the reply's escapes resolved */
+static void chat_verdict(struct chat *c, const char *text, struct smtp_verdict *v)
+{
+	struct strbuf t;
+	strbuf_init(&t);
+	chat_unescape(c, text, &t);
+	if (fake_verdict_parse(t.s ? t.s : "", v) < 0)
+		chat_fail(c, "verdict: continue|reject|tempfail|discard|shutdown [reply]");
+	strbuf_free(&t);
+}
+
 /* chat_directive - "! word [arg]" */
 static void chat_directive(struct chat *c, char *d)
 {
@@ -223,7 +259,7 @@ static void chat_directive(struct chat *c, char *d)
 	if (strcmp(d, "pregreet") == 0 || strcmp(d, "trusted") == 0 ||
 	    strcmp(d, "tls_available") == 0 || strcmp(d, "client_name") == 0 ||
 	    strcmp(d, "tls") == 0 || strcmp(d, "listener") == 0 || strcmp(d, "hide_client") == 0 ||
-	    strcmp(d, "no_auth") == 0) {
+	    strcmp(d, "no_auth") == 0 || strcmp(d, "no_checks") == 0) {
 		if (c->started)
 			chat_fail(c, "! %s after the session started", d);
 		if (strcmp(d, "pregreet") == 0)
@@ -234,6 +270,8 @@ static void chat_directive(struct chat *c, char *d)
 			c->f.info.hide_client = 1;
 		else if (strcmp(d, "no_auth") == 0)
 			c->no_auth = 1;
+		else if (strcmp(d, "no_checks") == 0)
+			c->no_checks = 1;
 		else if (strcmp(d, "listener") == 0) {
 			if (strcmp(arg, "mx") == 0)
 				c->f.info.kind = SMTP_LISTENER_MX;
@@ -255,8 +293,23 @@ static void chat_directive(struct chat *c, char *d)
 		}
 		return;
 	}
-	chat_flush(c);
 	struct fake *f = &c->f;
+	if (!c->started && (strcmp(d, "check") == 0 || strcmp(d, "eom") == 0)) {
+		/* set up before the greeting: the CONNECT stage sees it */
+		size_t n = strcspn(arg, " ");
+		if (strcmp(d, "eom") == 0) {
+			chat_verdict(c, arg, &f->eom_verdict);
+			f->eom_refuse = f->eom_verdict.kind != SMTP_VERDICT_CONTINUE;
+			return;
+		}
+		int st = chat_stage(c, arg, n);
+		const char *rest = arg[n] ? arg + n + 1 : "";
+		f->stage_defer[st] = strcmp(rest, "defer") == 0;
+		if (!f->stage_defer[st])
+			chat_verdict(c, rest, &f->stage_verdict[st]);
+		return;
+	}
+	chat_flush(c);
 	if (strcmp(d, "commit") == 0) {
 		if (strcmp(arg, "defer") == 0) {
 			f->commit_deferred = 1;
@@ -315,6 +368,62 @@ static void chat_directive(struct chat *c, char *d)
 			chat_fail(c, "! auth_done [OK|FAIL|LOCKED|TEMPFAIL]");
 		c->writes_before = f->nwrites;
 		fake_auth_finish(f, ok, NULL);
+	} else if (strcmp(d, "check") == 0) {
+		/* ! check STAGE defer | VERDICT [reply] */
+		size_t n = strcspn(arg, " ");
+		int st = chat_stage(c, arg, n);
+		const char *rest = arg[n] ? arg + n + 1 : "";
+		if (strcmp(rest, "defer") == 0) {
+			f->stage_defer[st] = 1;
+		} else {
+			f->stage_defer[st] = 0;
+			chat_verdict(c, rest, &f->stage_verdict[st]);
+		}
+	} else if (strcmp(d, "check_done") == 0) {
+		if (!f->stage_pending)
+			chat_fail(c, "! check_done without a check in flight");
+		struct smtp_verdict v;
+		chat_verdict(c, arg, &v);
+		c->writes_before = f->nwrites;
+		fake_stage_finish(f, &v);
+	} else if (strcmp(d, "eom") == 0) {
+		chat_verdict(c, arg, &f->eom_verdict);
+		f->eom_refuse = f->eom_verdict.kind != SMTP_VERDICT_CONTINUE;
+	} else if (strcmp(d, "commit_verdict") == 0) {
+		if (f->pending == NULL)
+			chat_fail(c, "! commit_verdict without a commit in flight");
+		struct smtp_verdict v;
+		chat_verdict(c, arg, &v);
+		c->writes_before = f->nwrites;
+		fake_commit_verdict(f, &v);
+	} else if (strcmp(d, "txn_ends") == 0) {
+		chat_assert_count(c, "txn_end calls", f->ntxn_end, arg);
+	} else if (strcmp(d, "commit_verdicts") == 0) {
+		chat_assert_count(c, "commit verdicts", f->ncommit_verdicts, arg);
+	} else if (strcmp(d, "checks") == 0) {
+		size_t n = strcspn(arg, " ");
+		int st = chat_stage(c, arg, n);
+		chat_assert_count(c, "checks of the stage", f->nstage_checks[st], arg[n] ? arg + n + 1 : "");
+	} else if (strcmp(d, "check_helo") == 0) {
+		if (strcmp(f->check_helo, arg) != 0)
+			chat_fail(c, "check_helo: expected %s, have %s", arg, f->check_helo);
+	} else if (strcmp(d, "check_sender") == 0) {
+		if (strcmp(f->check_sender, strcmp(arg, "<>") == 0 ? "" : arg) != 0)
+			chat_fail(c, "check_sender: expected %s, have %s", arg, f->check_sender);
+	} else if (strcmp(d, "check_args") == 0) {
+		if (strcmp(f->check_args, strcmp(arg, "-") == 0 ? "" : arg) != 0)
+			chat_fail(c, "check_args: expected %s, have %s", arg, f->check_args);
+	} else if (strcmp(d, "check_env_rcpts") == 0) {
+		chat_assert_count(c, "envelope recipients at the check", f->check_env_rcpts, arg);
+	} else if (strcmp(d, "check_rcpt") == 0) {
+		/* ! check_rcpt ADDR FIRST N */
+		char want[300];
+		size_t first = 0, n = 0;
+		if (sscanf(arg, "%299s %zu %zu", want, &first, &n) != 3)
+			chat_fail(c, "! check_rcpt ADDR FIRST N");
+		if (strcmp(want, f->check_rcpt) != 0 || first != f->check_rcpt_first || n != f->check_rcpt_n)
+			chat_fail(c, "check_rcpt: expected %s %zu %zu, have %s %zu %zu", want, first, n,
+				  f->check_rcpt, f->check_rcpt_first, f->check_rcpt_n);
 	} else if (strcmp(d, "auth_lockout") == 0) {
 		f->auth_lockout_after = (size_t)strtoul(arg, NULL, 10);
 	} else if (strcmp(d, "rate_limit") == 0) {

@@ -1,0 +1,296 @@
+/*
+ * test_queue_pool - queue_msg_finish and the free/ pool: a finished
+ * message's file is reused by the next one (no new inode) and cut to the
+ * new size; aborted files are reused too; the start-up scan takes free/
+ * into the pool and leaves alone (or removes) what it must not reuse: a
+ * name also in msg/ (a removal a crash undid half), a second link, an
+ * oversized file, a stray name; the pool's size is bounded.
+ */
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+#include "core/log.h"
+#include "queue/queue.h"
+#include "queue/queue_int.h"
+
+struct fixture {
+	char dir[64];
+	char qdir[128];
+	struct queue *q;
+};
+
+static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
+{
+	(void)st;
+	(void)flag;
+	(void)ftw;
+	return remove(p);
+}
+
+static int setup(void **state)
+{
+	struct fixture *fx = calloc(1, sizeof(*fx));
+	snprintf(fx->dir, sizeof(fx->dir), "/tmp/tern-qpool-XXXXXX");
+	if (mkdtemp(fx->dir) == NULL)
+		return -1;
+	char err[256];
+	snprintf(fx->qdir, sizeof(fx->qdir), "%s/queue", fx->dir);
+	fx->q = queue_open(fx->qdir, NULL, err, sizeof(err));
+	if (fx->q == NULL)
+		return -1;
+	*state = fx;
+	return 0;
+}
+
+static int teardown(void **state)
+{
+	struct fixture *fx = *state;
+	queue_close(fx->q);
+	nftw(fx->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
+	free(fx);
+	return 0;
+}
+
+static int count(struct fixture *fx, const char *sub)
+{
+	char p[200];
+	snprintf(p, sizeof(p), "%s/%s", fx->qdir, sub);
+	DIR *d = opendir(p);
+	assert_non_null(d);
+	int n = 0;
+	struct dirent *de;
+	while ((de = readdir(d)) != NULL)
+		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
+			n++;
+	closedir(d);
+	return n;
+}
+
+static void qpath(struct fixture *fx, char *out, size_t n, const char *sub, const char *name)
+{
+	int r = snprintf(out, n, "%s/%s/%s", fx->qdir, sub, name);
+	assert_true(r > 0 && (size_t)r < n);
+}
+
+static int exists(struct fixture *fx, const char *sub, const char *name)
+{
+	char p[200];
+	qpath(fx, p, sizeof(p), sub, name);
+	return access(p, F_OK) == 0;
+}
+
+static ino_t inode(struct fixture *fx, const char *sub, const char *name)
+{
+	char p[200];
+	struct stat st;
+	qpath(fx, p, sizeof(p), sub, name);
+	assert_int_equal(stat(p, &st), 0);
+	return st.st_ino;
+}
+
+static void make_env(struct envelope *e)
+{
+	env_init(e);
+	e->sender = strdup("sender@example.org");
+	env_rcpt_add(e, "rcpt@example.test", NULL, 0);
+}
+
+static void on_done(void *arg, int status, const char *reason)
+{
+	(void)reason;
+	*(int *)arg = status;
+}
+
+/* commit_msg - content of n bytes of c, committed; returns the env */
+static void commit_msg(struct fixture *fx, struct envelope *e, char c, size_t n)
+{
+	char err[256];
+	make_env(e);
+	struct queue_file *f = queue_file_create(fx->q, e, err, sizeof(err));
+	assert_non_null(f);
+	char *b = malloc(n + 1);
+	memset(b, c, n);
+	assert_int_equal(queue_file_write(f, b, n), 0);
+	free(b);
+	int st = -2;
+	queue_file_commit(f, on_done, &st);
+	assert_int_equal(st, 0);
+}
+
+/* expect_content - n bytes of c */
+static void expect_content(struct fixture *fx, const char *qid, char c, size_t n)
+{
+	int fd;
+	off_t off, len;
+	char err[256];
+	assert_int_equal(queue_msg_content(fx->q, qid, &fd, &off, &len, err, sizeof(err)), 0);
+	assert_int_equal(len, n);
+	char *b = malloc(n + 1);
+	assert_int_equal(pread(fd, b, n, off), (ssize_t)n);
+	for (size_t i = 0; i < n; i++)
+		assert_int_equal(b[i], c);
+	free(b);
+	close(fd);
+}
+
+static void test_finish_reuses_the_file(void **state)
+{
+	struct fixture *fx = *state;
+	struct envelope a, b, c;
+	commit_msg(fx, &a, 'a', 20000);
+	ino_t ino = inode(fx, "msg", a.qid);
+	char err[256];
+	/* a state log from an earlier pass goes with it */
+	assert_int_equal(queue_rcpt_record(fx->q, a.qid, 0, ENV_RCPT_PENDING, 1, 0, "x", err, sizeof(err)), 0);
+	assert_int_equal(queue_msg_finish(fx->q, a.qid, 0), 0);
+	assert_false(exists(fx, "msg", a.qid));
+	assert_false(exists(fx, "state", a.qid));
+	assert_true(exists(fx, "free", a.qid));
+	/* the next message is written into it: same inode, shorter, cut */
+	commit_msg(fx, &b, 'b', 100);
+	assert_int_equal(inode(fx, "msg", b.qid), ino);
+	assert_int_equal(count(fx, "free"), 0);
+	expect_content(fx, b.qid, 'b', 100);
+	struct envelope l;
+	assert_int_equal(queue_msg_load(fx->q, b.qid, &l, err, sizeof(err)), 0);
+	assert_int_equal(l.content_size, 100);
+	env_free(&l);
+	/* and longer again, synced removal this time */
+	assert_int_equal(queue_msg_finish(fx->q, b.qid, 1), 0);
+	commit_msg(fx, &c, 'c', 50000);
+	assert_int_equal(inode(fx, "msg", c.qid), ino);
+	expect_content(fx, c.qid, 'c', 50000);
+	/* with the pool empty a new file is made */
+	struct envelope d;
+	commit_msg(fx, &d, 'd', 10);
+	assert_true(inode(fx, "msg", d.qid) != ino);
+	/* finishing something gone or invalid */
+	assert_int_equal(queue_msg_finish(fx->q, "0000000000000000", 0), 0);
+	assert_int_equal(queue_msg_finish(fx->q, "../x", 0), -1);
+	env_free(&a);
+	env_free(&b);
+	env_free(&c);
+	env_free(&d);
+}
+
+static void test_abort_and_large(void **state)
+{
+	struct fixture *fx = *state;
+	char err[256];
+	struct envelope a, b, big;
+	make_env(&a);
+	struct queue_file *f = queue_file_create(fx->q, &a, err, sizeof(err));
+	assert_non_null(f);
+	ino_t ino = inode(fx, "tmp", a.qid);
+	assert_int_equal(queue_file_write(f, "partial", 7), 0);
+	queue_file_abort(f);
+	assert_int_equal(count(fx, "tmp"), 0);
+	assert_int_equal(count(fx, "free"), 1);
+	commit_msg(fx, &b, 'b', 3);
+	assert_int_equal(inode(fx, "msg", b.qid), ino);
+	expect_content(fx, b.qid, 'b', 3);
+	/* a file larger than the pool keeps is removed, not kept */
+	commit_msg(fx, &big, 'x', QUEUE_POOL_FILE_MAX + 1);
+	assert_int_equal(queue_msg_finish(fx->q, big.qid, 0), 0);
+	assert_int_equal(count(fx, "free"), 0);
+	assert_int_equal(count(fx, "msg"), 1);
+	/* the pool is bounded */
+	struct envelope *many = calloc(QUEUE_POOL_MAX + 5, sizeof(*many));
+	for (int i = 0; i < QUEUE_POOL_MAX + 5; i++)
+		commit_msg(fx, &many[i], 'm', 10);
+	for (int i = 0; i < QUEUE_POOL_MAX + 5; i++) {
+		assert_int_equal(queue_msg_finish(fx->q, many[i].qid, 0), 0);
+		env_free(&many[i]);
+	}
+	assert_int_equal(count(fx, "free"), QUEUE_POOL_MAX);
+	free(many);
+	env_free(&a);
+	env_free(&b);
+	env_free(&big);
+}
+
+static int found_n;
+static void on_found(void *arg, struct envelope *env)
+{
+	(void)arg;
+	(void)env;
+	found_n++;
+}
+
+static void test_scan_free(void **state)
+{
+	struct fixture *fx = *state;
+	char err[256], p[200], p2[200];
+	struct envelope a, b, c, d;
+	commit_msg(fx, &a, 'a', 10);
+	commit_msg(fx, &b, 'b', 10);
+	commit_msg(fx, &c, 'c', 10);
+	assert_int_equal(queue_msg_finish(fx->q, a.qid, 0), 0);
+	assert_int_equal(queue_msg_finish(fx->q, b.qid, 0), 0);
+	/* b's removal undone half by a crash: the name is in msg/ as well */
+	qpath(fx, p, sizeof(p), "free", b.qid);
+	qpath(fx, p2, sizeof(p2), "msg", b.qid);
+	assert_int_equal(link(p, p2), 0);
+	/* a second link elsewhere, an oversized file, a stray name */
+	qpath(fx, p, sizeof(p), "free", a.qid);
+	snprintf(p2, sizeof(p2), "%s/other-link", fx->dir);
+	assert_int_equal(link(p, p2), 0);
+	qpath(fx, p, sizeof(p), "free", "0000000000000001");
+	int fd = open(p, O_WRONLY | O_CREAT, 0600);
+	assert_true(fd >= 0);
+	assert_int_equal(ftruncate(fd, QUEUE_POOL_FILE_MAX + 1), 0);
+	close(fd);
+	qpath(fx, p, sizeof(p), "free", "stray.txt");
+	fd = open(p, O_WRONLY | O_CREAT, 0600);
+	close(fd);
+	qpath(fx, p, sizeof(p), "free", "0000000000000002");
+	fd = open(p, O_WRONLY | O_CREAT, 0600);
+	assert_int_equal(write(fd, "old", 3), 3);
+	close(fd);
+	ino_t good = inode(fx, "free", "0000000000000002");
+
+	found_n = 0;
+	assert_int_equal(queue_scan(fx->q, on_found, NULL, err, sizeof(err)), 0);
+	/* c and b (in msg/ again: delivered again, idempotently) */
+	assert_int_equal(found_n, 2);
+	/* b's free/ name set aside, untouched; the others removed but one */
+	char aside[64];
+	snprintf(aside, sizeof(aside), "%s.free", b.qid);
+	assert_true(exists(fx, "corrupt", aside));
+	assert_true(exists(fx, "msg", b.qid));
+	assert_int_equal(count(fx, "free"), 1);
+	assert_true(exists(fx, "free", "0000000000000002"));
+	/* the one kept is reused */
+	commit_msg(fx, &d, 'd', 5);
+	assert_int_equal(inode(fx, "msg", d.qid), good);
+	expect_content(fx, d.qid, 'd', 5);
+	expect_content(fx, b.qid, 'b', 10);
+	env_free(&a);
+	env_free(&b);
+	env_free(&c);
+	env_free(&d);
+}
+
+int main(void)
+{
+	log_init("test_queue_pool", LOG_LEVEL_CRIT);
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_setup_teardown(test_finish_reuses_the_file, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_abort_and_large, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_scan_free, setup, teardown),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
