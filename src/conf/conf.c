@@ -34,6 +34,11 @@ static const struct conf_param conf_params[] = {
 	{"tls_key", CONF_TYPE_PATH, F(tls_key), NULL, "PEM private key"},
 	{"dns_resolver", CONF_TYPE_ADDRPORT, F(dns_resolver), NULL, "send every DNS query to this server (addr:port)"},
 	{"smtp_port", CONF_TYPE_UINT, F(smtp_port), "25", "TCP port for outbound delivery to MX hosts"},
+	{"smtp_connect_timeout", CONF_TYPE_DURATION, F(smtp_connect_timeout), "30s", "outbound delivery: time allowed for the TCP connection to an MX host or the relayhost"},
+	{"smtp_greeting_timeout", CONF_TYPE_DURATION, F(smtp_greeting_timeout), "5m", "outbound delivery: wait for the server's 220 greeting (RFC 5321 4.5.3.2.1)"},
+	{"smtp_command_timeout", CONF_TYPE_DURATION, F(smtp_command_timeout), "5m", "outbound delivery: reply to EHLO, STARTTLS (and the TLS handshake), AUTH, MAIL, RCPT (4.5.3.2.2-3); DATA's 354 and RSET/QUIT wait at most 2m and 1m of it"},
+	{"smtp_data_timeout", CONF_TYPE_DURATION, F(smtp_data_timeout), "10m", "outbound delivery: reply to the end of data (4.5.3.2.6); each block of content waits at most 3m of it"},
+	{"dns_timeout", CONF_TYPE_DURATION, F(dns_timeout), "30s", "outbound delivery: deadline of one MX or address lookup; past it the recipients are deferred"},
 	{"relayhost", CONF_TYPE_STRING, F(relayhost), NULL, "smarthost for all remote mail: [host]:port"},
 	{"max_message_size", CONF_TYPE_SIZE, F(max_message_size), "26214400", "largest message accepted, bytes"},
 	{"control_socket", CONF_TYPE_PATH, F(control_socket), "var/run/ternd.sock", "Unix socket for ternctl"},
@@ -64,6 +69,16 @@ static const struct conf_param conf_params[] = {
 	{"smtp_tls_policy_map", CONF_TYPE_LIST, F(smtp_tls_policy_map), "", "per-destination outbound TLS: domain:policy, ..."},
 	{"smtp_tls_ca_file", CONF_TYPE_PATH, F(smtp_tls_ca_file), NULL, "CA certificates (PEM) for verify; default: the system store"},
 	{"log_level", CONF_TYPE_STRING, F(log_level), "info", "debug, info, warn or err"},
+	{"mail_auth", CONF_TYPE_BOOL, F(mail_auth), "yes", "verify SPF, DKIM and DMARC of mail from untrusted, unauthenticated clients and add Authentication-Results"},
+	{"dmarc_enforce", CONF_TYPE_BOOL, F(dmarc_enforce), "yes", "refuse (550 5.7.1) mail failing DMARC whose domain publishes p=reject; p=quarantine holds it"},
+	{"dkim_key_dir", CONF_TYPE_PATH, F(dkim_key_dir), "dkim", "DKIM signing keys: <dir>/<domain>/<selector>.rsa.pem and/or .ed25519.pem, as `ternctl dkim keygen` writes them (relative: beside the configuration file)"},
+	{"dkim_selector", CONF_TYPE_STRING, F(dkim_selector), "tern", "DKIM selector used for signing"},
+	{"dkim_sign", CONF_TYPE_BOOL, F(dkim_sign), "yes", "DKIM-sign mail from authenticated users, mynetworks and local submission when a key for the From domain exists"},
+	{"milters", CONF_TYPE_LIST, F(milters), "", "milters run on every message, in order: unix:/path, inet:host:port, inet6:[addr]:port"},
+	{"milter_connect_timeout", CONF_TYPE_DURATION, F(milter_connect_timeout), "10", "time allowed to connect to a milter"},
+	{"milter_command_timeout", CONF_TYPE_DURATION, F(milter_command_timeout), "30", "time allowed for a milter's answer to a command"},
+	{"milter_eom_timeout", CONF_TYPE_DURATION, F(milter_eom_timeout), "120", "time allowed for a milter's answer at the end of a message"},
+	{"milter_default_action", CONF_TYPE_STRING, F(milter_default_action), "tempfail", "when a milter is down, times out or breaks the protocol: tempfail (4xx) or accept (skip it)"},
 };
 
 _Static_assert(sizeof(conf_params) / sizeof(conf_params[0]) <= 64, "struct conf_origin holds 64 keys");
@@ -180,6 +195,50 @@ static const char *check_listener(const char *v)
 	unsigned char a[16];
 	if (inet_pton(AF_INET, host, a) != 1 && inet_pton(AF_INET6, host, a) != 1)
 		return "listen address must be a numeric IPv4 or IPv6 address";
+	return NULL;
+}
+
+/* conf_milter_addr_why - a milter address: unix:/absolute/path,
+ * inet:host:port (host a name or IPv4 address), inet6:[addr]:port or
+ * inet6:addr:port; NULL when good, else why not */
+static const char *conf_milter_addr_why(const char *v)
+{
+	if (strncmp(v, "unix:", 5) == 0) {
+		const char *path = v + 5;
+		if (path[0] != '/')
+			return "unix: needs an absolute socket path (unix:/run/milter.sock)";
+		if (strlen(path) >= 108) /* sizeof(sun_path) */
+			return "unix: socket path too long";
+		return NULL;
+	}
+	int v6 = strncmp(v, "inet6:", 6) == 0;
+	if (!v6 && strncmp(v, "inet:", 5) != 0)
+		return "expected unix:/path, inet:host:port or inet6:[addr]:port";
+	const char *hp = v + (v6 ? 6 : 5);
+	char host[256];
+	unsigned port;
+	if (hp[0] != '[' && v6) {
+		/* inet6:::1:port - the last colon separates the port */
+		const char *colon = strrchr(hp, ':');
+		if (colon == NULL || colon == hp || (size_t)(colon - hp) >= sizeof(host))
+			return "expected inet6:[addr]:port";
+		char buf[300];
+		snprintf(buf, sizeof(buf), "[%.*s]%s", (int)(colon - hp), hp, colon);
+		if (conf_split_addrport(buf, host, sizeof(host), &port) < 0)
+			return "expected inet6:[addr]:port with a port 1-65535";
+	} else if (conf_split_addrport(hp, host, sizeof(host), &port) < 0) {
+		return v6 ? "expected inet6:[addr]:port with a port 1-65535"
+			  : "expected inet:host:port with a port 1-65535";
+	}
+	unsigned char a[16];
+	if (v6)
+		return inet_pton(AF_INET6, host, a) == 1 ? NULL : "inet6: needs a numeric IPv6 address";
+	if (inet_pton(AF_INET, host, a) == 1)
+		return NULL;
+	for (const char *q = host; *q; q++)
+		if (!((*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9') ||
+		      *q == '-' || *q == '.'))
+			return "inet: host must be a host name or an IPv4 address";
 	return NULL;
 }
 
@@ -354,6 +413,19 @@ static void conf_check(struct conf *c, const struct conf_origin *org, const char
 		conf_err_at(errs, org, deffile, "smtp_port", "must be 1 to 65535");
 		(*nerr)++;
 	}
+	{
+		/* outbound timeouts: 0 would not mean "never" */
+		static const char *const ot[] = {"smtp_connect_timeout", "smtp_greeting_timeout",
+						 "smtp_command_timeout", "smtp_data_timeout", "dns_timeout"};
+		const uint64_t otv[] = {c->smtp_connect_timeout, c->smtp_greeting_timeout, c->smtp_command_timeout,
+					c->smtp_data_timeout, c->dns_timeout};
+		for (size_t i = 0; i < sizeof(otv) / sizeof(otv[0]); i++) {
+			if (otv[i] == 0 || otv[i] > 3600) {
+				conf_err_at(errs, org, deffile, ot[i], "must be 1s to 1h");
+				(*nerr)++;
+			}
+		}
+	}
 	if (c->max_message_size < 1024) {
 		conf_err_at(errs, org, deffile, "max_message_size", "must be at least 1024");
 		(*nerr)++;
@@ -397,6 +469,40 @@ static void conf_check(struct conf *c, const struct conf_origin *org, const char
 	if (strcmp(lv, "debug") && strcmp(lv, "info") && strcmp(lv, "warn") && strcmp(lv, "err")) {
 		conf_err_at(errs, org, deffile, "log_level", "expected debug, info, warn or err");
 		(*nerr)++;
+	}
+	for (size_t i = 0; i < c->milters.n; i++) {
+		const char *why = conf_milter_addr_why(c->milters.v[i]);
+		if (why) {
+			char msg[400];
+			snprintf(msg, sizeof(msg), "%.200s: %s", c->milters.v[i], why);
+			conf_err_at(errs, org, deffile, "milters", msg);
+			(*nerr)++;
+		}
+	}
+	if (strcmp(c->milter_default_action, "tempfail") && strcmp(c->milter_default_action, "accept")) {
+		conf_err_at(errs, org, deffile, "milter_default_action", "expected tempfail or accept");
+		(*nerr)++;
+	}
+	static const char *const mt[] = {"milter_connect_timeout", "milter_command_timeout", "milter_eom_timeout"};
+	const uint64_t mtv[] = {c->milter_connect_timeout, c->milter_command_timeout, c->milter_eom_timeout};
+	for (size_t i = 0; i < 3; i++) {
+		if (mtv[i] == 0 || mtv[i] > 3600) {
+			conf_err_at(errs, org, deffile, mt[i], "must be 1s to 1h");
+			(*nerr)++;
+		}
+	}
+	{
+		const char *sel = c->dkim_selector;
+		int ok = sel[0] != '.' && sel[strlen(sel) - 1] != '.' && strstr(sel, "..") == NULL &&
+			 strlen(sel) <= 63;
+		for (const char *q = sel; ok && *q; q++)
+			ok = (*q >= 'a' && *q <= 'z') || (*q >= 'A' && *q <= 'Z') || (*q >= '0' && *q <= '9') ||
+			     *q == '-' || *q == '.' || *q == '_';
+		if (!ok) {
+			conf_err_at(errs, org, deffile, "dkim_selector",
+				    "letters, digits, '-', '_' and inner '.' only, at most 63 octets");
+			(*nerr)++;
+		}
 	}
 	if (c->relayhost) {
 		char host[256];

@@ -43,6 +43,11 @@ struct conf {
 	char *tls_key;
 	char *dns_resolver;
 	uint64_t smtp_port;
+	uint64_t smtp_connect_timeout;  /* seconds: outbound TCP connect */
+	uint64_t smtp_greeting_timeout; /* seconds: outbound 220 (RFC 5321 4.5.3.2.1) */
+	uint64_t smtp_command_timeout;  /* seconds: outbound EHLO..RCPT replies */
+	uint64_t smtp_data_timeout;     /* seconds: outbound reply to the end of data */
+	uint64_t dns_timeout;           /* seconds: one outbound MX/address lookup */
 	char *relayhost;
 	uint64_t max_message_size;
 	char *control_socket;
@@ -73,6 +78,17 @@ struct conf {
 	char *smtp_tls_ca_file;
 	char *relayhost_auth_file;
 	char *log_level;
+	/* mail authentication and milters (issue #5) */
+	uint64_t mail_auth;        /* bool: verify SPF/DKIM/DMARC on MX mail */
+	uint64_t dmarc_enforce;    /* bool: DMARC p=reject failing -> 550 */
+	char *dkim_key_dir;
+	char *dkim_selector;
+	uint64_t dkim_sign;        /* bool: sign authenticated / trusted mail */
+	struct conf_list milters;  /* unix:/path, inet:host:port, inet6:[addr]:port */
+	uint64_t milter_connect_timeout; /* seconds */
+	uint64_t milter_command_timeout; /* seconds */
+	uint64_t milter_eom_timeout;     /* seconds */
+	char *milter_default_action;     /* tempfail or accept */
 };
 
 enum conf_type {

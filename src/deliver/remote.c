@@ -23,6 +23,13 @@
  * sending it unauthenticated. The password is wiped when replaced or freed
  * and never logged.
  *
+ * Timeouts: smtp_connect_timeout, smtp_greeting_timeout,
+ * smtp_command_timeout, smtp_data_timeout and dns_timeout are taken from
+ * the configuration at remote_new and every remote_set_conf
+ * (remote_timeouts_from_conf maps them onto the session's RFC 5321
+ * 4.5.3.2 steps); a connection arms the value for its current step, so a
+ * peer that never answers costs one timeout, then the next address.
+ *
  * Trusts: DNS answers and server replies are parsed by dns.c and
  * smtp_client.c; what reaches the logs goes through log.c's escaping.
  * The auth file is trusted only after its owner-only mode is checked.
@@ -1387,6 +1394,37 @@ static void remote_limits_fill(struct remote_limits *l)
 		l->timeouts.idle = 5;
 }
 
+/* umin - the smaller of two timeouts */
+static unsigned umin(uint64_t a, unsigned b)
+{
+	return a < b ? (unsigned)a : b;
+}
+
+/* remote_timeouts_from_conf - the outbound timeouts of the configuration
+ * (RFC 5321 4.5.3.2): smtp_command_timeout covers EHLO..RCPT and the TLS
+ * handshake, and caps DATA's 354 (2 min) and RSET/QUIT (1 min);
+ * smtp_data_timeout is the wait for the reply to the end of data and caps
+ * each block of content (3 min). A zero field (a conf not loaded through
+ * conf_load) keeps the default. The idle time is not touched. */
+static void remote_timeouts_from_conf(struct remote_limits *l, const struct conf *conf)
+{
+	uint64_t cmd = conf->smtp_command_timeout, data = conf->smtp_data_timeout;
+	l->connect_timeout = umin(conf->smtp_connect_timeout, 3600);
+	l->timeouts.greeting = umin(conf->smtp_greeting_timeout, 3600);
+	l->timeouts.helo = l->timeouts.mail = l->timeouts.rcpt = umin(cmd, 3600);
+	l->timeouts.data_init = umin(cmd, 120);
+	l->timeouts.rset = umin(cmd, 60);
+	l->timeouts.data_end = umin(data, 3600);
+	l->timeouts.data_block = umin(data, 180);
+}
+
+/* remote_dns_timeout - apply dns_timeout (seconds) to a resolver */
+static void remote_dns_timeout(struct dns *dns, const struct conf *conf)
+{
+	if (conf->dns_timeout > 0 && conf->dns_timeout <= 3600)
+		dns_set_timeout(dns, (unsigned)conf->dns_timeout * 1000u);
+}
+
 /* remote_auth_clear - forget the relayhost credentials, wiping them */
 static void remote_auth_clear(struct remote *r)
 {
@@ -1526,6 +1564,8 @@ struct remote *remote_new(struct event_base *base, const struct conf *conf, stru
 	r->tls = tls_client_new(conf->smtp_tls_ca_file, terr, sizeof(terr));
 	if (r->tls == NULL)
 		log_event(LOG_LEVEL_WARN, "tls_out", "no TLS client context (%s): delivering in plain text", terr);
+	remote_dns_timeout(r->dns, conf);
+	remote_timeouts_from_conf(&r->lim, conf);
 	remote_limits_fill(&r->lim);
 	remote_auth_load(r, conf);
 	r->ev_pump = event_new(base, -1, 0, remote_pump_cb, r);
@@ -1548,6 +1588,9 @@ void remote_set_conf(struct remote *r, const struct conf *conf)
 			r->dns = dns;
 		}
 	}
+	remote_dns_timeout(r->dns, conf);
+	remote_timeouts_from_conf(&r->lim, conf);
+	remote_limits_fill(&r->lim);
 	r->conf = conf;
 	/* sessions in progress keep their own copy of the old credentials */
 	remote_auth_load(r, conf);

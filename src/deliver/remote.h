@@ -19,6 +19,13 @@
  * to myself" (temporary rather than Postfix's 5.4.6 bounce, so a DNS or
  * configuration slip costs a delay, not the mail).
  *
+ * Timeouts (configuration, RFC 5321 4.5.3.2 defaults): smtp_connect_timeout
+ * 30s, smtp_greeting_timeout 5m, smtp_command_timeout 5m (EHLO, STARTTLS
+ * and the handshake, AUTH, MAIL, RCPT; DATA's 354 at most 2m and
+ * RSET/QUIT at most 1m of it), smtp_data_timeout 10m (the reply to the
+ * end of data; each block of content at most 3m of it), dns_timeout 30s
+ * per lookup. Expiry is a session error: the next address, then deferral.
+ *
  * Limits: at most per_dest connections per destination (domain or
  * relayhost, default 20) and total overall (default 100); work beyond
  * waits in the destination's queue. A connection that finished a message
@@ -52,7 +59,9 @@
  *   remote_new / remote_free     create (registers with sched_set_remote) / stop
  *   remote_set_conf              SIGHUP: new configuration (pointer kept)
  *   remote_set_tls_policy        plug in a per-destination TLS policy
- *   remote_set_limits            limits and timeouts (tests, tuning)
+ *   remote_set_limits            limits and timeouts (tests, tuning; the
+ *                                timeouts come back from the configuration
+ *                                at the next remote_set_conf)
  *   enum remote_tls_policy, remote_tls_policy_str/_parse
  * Trusts: nothing from DNS or the remote servers (dns.c and smtp_client.c
  * parse them); envelopes come from our queue.

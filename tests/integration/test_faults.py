@@ -11,8 +11,8 @@ Tests
   endless lines  200 x 200 KB without CRLF: 500 5.5.2 each, RSS bounded
   fd limit       nofile=64: 421 for new sessions, existing ones complete
   peers          250 then close before QUIT: delivered once; a silent peer
-                 (the 300 s greeting timeout is not configurable: only
-                 "stays queued, prompt shutdown" is checked)
+                 (smtp_greeting_timeout 2 s): deferred within seconds, prompt
+                 shutdown, delivered once when it answers
   kill -9        5 rounds under load: counts printed, no loss, no duplicate
 
 Each test is bounded in time and uses loopback only. The disk-full tests
@@ -565,33 +565,41 @@ def test_peer_closes_after_data_250_delivered_once(ternd_factory):
         peer.stop()
 
 
-def test_peer_never_greets_stays_queued_and_shutdown_is_prompt(ternd_factory):
-    """A remote that accepts and never sends its greeting. The client's greeting
-    timeout is 300 s (smtp_client_timeouts.greeting, RFC 5321 4.5.3.2) and no
-    configuration key shortens it, so "deferred after the timeout" is not
-    checked here; what is checked: the message stays queued (not delivered,
-    not bounced), ternd keeps serving, and SIGTERM with the connection still
-    waiting ends ternd promptly with status 0 (the harness checks)."""
+def test_peer_never_greets_deferred_in_seconds_then_delivered_once(ternd_factory):
+    """A remote that accepts and never sends its greeting. With
+    smtp_greeting_timeout = 2s (default 300 s, RFC 5321 4.5.3.2.1) the
+    attempt is given up and the message deferred within seconds, not
+    bounced; ternd keeps serving local mail; SIGTERM while an outbound
+    connection waits for its greeting ends ternd promptly with status 0;
+    once the peer answers, the message is delivered exactly once."""
+    from remote_fixtures import Peer
     lsock = socket.socket()
     lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     lsock.bind(("127.0.0.1", 0))
     lsock.listen(16)
+    port = lsock.getsockname()[1]
     held = []
+    peer = None
     try:
-        t = ternd_factory(relayhost=f"[127.0.0.1]:{lsock.getsockname()[1]}",
-                          retry_min="1s", retry_max="2s")
+        t = ternd_factory(relayhost=f"[127.0.0.1]:{port}", retry_min="1s", retry_max="2s",
+                          smtp_greeting_timeout="2s")
         c = RawSMTP(t.port)
         c.ehlo()
         assert c.cmd("MAIL FROM:<alice@example.test>")[0] == 250
         assert c.cmd("RCPT TO:<user@remote.test>")[0] == 250
         assert c.cmd("DATA")[0] == 354
         c.send(make_message("silent-peer@example.test", to="user@remote.test") + ".\r\n")
-        assert c.reply()[0] == 250
+        code, text = c.reply()
+        assert code == 250, (code, text)
         c.close()
+        qid = re.search(r"queued as ([A-Za-z0-9._-]+)", text).group(1)
+        t0 = time.monotonic()
         lsock.settimeout(15)
         conn, _ = lsock.accept()  # ternd connects and waits for a 220 that never comes
         held.append(conn)
-        time.sleep(2.0)
+        pat = re.compile(rf"event=deferred qid={qid} [^\n]*timed out while receiving the initial server greeting")
+        wait_for(lambda: pat.search(t.log()), timeout=10, what="the deferral after the greeting timeout")
+        dt = time.monotonic() - t0
         r = t.ternctl("queue")
         assert r.returncode == 0, r.stderr
         assert "user@remote.test" in r.stdout, f"message left the queue:\n{r.stdout}"
@@ -599,16 +607,38 @@ def test_peer_never_greets_stays_queued_and_shutdown_is_prompt(ternd_factory):
         # still serving local mail meanwhile
         assert smtp_send(t.port, "while-silent@example.test")[:2] == ("data", 250)
         t.wait_messages("alice", 1)
-        t0 = time.monotonic()
+        # the retry (1-2 s later) connects again: SIGTERM while it waits
+        conn, _ = lsock.accept()
+        held.append(conn)
+        t1 = time.monotonic()
         rc = t.stop()
-        dt = time.monotonic() - t0
-        print(f"\nsilent peer: SIGTERM with an outbound connection waiting: exit {rc} in {dt:.2f}s")
+        dt_stop = time.monotonic() - t1
         t.check_clean_exit(rc)
-        assert dt < 5.0, f"shutdown took {dt:.1f}s with a silent peer"
+        # the peer wakes up: same address, now a working server
+        for h in held:
+            h.close()
+        held.clear()
+        lsock.close()
+        peer = Peer("127.0.0.1", port)
+        t.start()
+        wait_for(lambda: peer.messages, timeout=15, what="delivery to the peer once it answers")
+        time.sleep(3.0)  # retry_max 2 s: a second copy would arrive by now
+        print(f"\nsilent peer: deferred {dt:.1f}s after connecting (smtp_greeting_timeout 2s); "
+              f"SIGTERM with a connection waiting: exit {rc} in {dt_stop:.2f}s; after the peer "
+              f"answered: {len(peer.messages)} copy over {peer.conns} connection(s)")
+        assert dt < 6.0, f"deferred only {dt:.1f}s after connecting with a 2 s greeting timeout"
+        assert dt_stop < 5.0, f"shutdown took {dt_stop:.1f}s with a silent peer"
+        assert len(peer.messages) == 1, f"peer got the message {len(peer.messages)} times"
+        assert b"silent-peer@example.test" in peer.messages[0][2]
+        r = t.ternctl("queue")
+        assert "user@remote.test" not in r.stdout, f"still queued:\n{r.stdout}"
+        assert len(maildir_files(t.mail_dir, "alice")) == 1, "a bounce came back"
     finally:
         for h in held:
             h.close()
         lsock.close()
+        if peer is not None:
+            peer.stop()
 
 
 # --- 6. kill -9 in rounds -------------------------------------------------------

@@ -177,6 +177,16 @@ def main():
               f"delivered {len([m for m in expect_local if m in local]) + len([m for m in expect_remote if m in remote])}  "
               f"bounced {bounced}/{len(expect_bounce)}  lost {len(lost)}  duplicated {len(dups)}")
         print("rss/fds series (s, kB, fds):", series)
+        marks = []
+        for minute in (1, 10, 20, 30):
+            near = [x for x in series if abs(x[0] - minute * 60) <= SAMPLE // 2]
+            if near:
+                marks.append(f"min {minute}: {near[0][1]} kB / {near[0][2]} fds")
+        if marks:
+            print("mx rss/fds at " + "; ".join(marks))
+        print(f"exit status after SIGTERM: mx {rc_mx}, receiver {rc_rx}; sanitizers "
+              f"(ASan, UBSan, LeakSanitizer at exit, ASAN_OPTIONS={os.environ.get('ASAN_OPTIONS', '')}): "
+              + ("no report" if not reports else f"{len(reports)} report(s) below"))
         ok = not lost and not dups and bounced == len(expect_bounce) and not reports \
             and rc_mx == 0 and rc_rx == 0
         if len(series) >= 4:
