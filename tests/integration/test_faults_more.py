@@ -17,8 +17,9 @@ Tests
                   and DSN (bounce committed, ternd dies before recording
                   "dsn sent"; never two bounces in one run); any other
                   duplicate fails
-  recovered       a finished message found at start-up leaves the queue
-                  (null sender: xfail, a known sched.c bug found above)
+  recovered       a finished message found at start-up leaves the queue,
+                  also a bounce (null sender: a sched.c bug the kill -9
+                  rounds found, fixed)
   DNS faults      one sender per fault, each with a scripted DNS server
                   (dnslib) that is down (port closed: ICMP port unreachable
                   / TCP RST), slow (answers after the lookup deadline), or
@@ -107,10 +108,6 @@ def raise_nofile(want):
 
 
 # --- 1. kill -9 in 20 rounds: local, remote and bounced mail --------------------
-
-# `ternctl queue` entries of null-sender messages whose recipients are all
-# delivered (see test_recovered_finished_message_leaves_the_queue)
-STUCK_NULL_SENDER = r"(?:\S+ +\d+ +\S+ +<>\n(?: +\S+ +delivered [^\n]*\n)+\s*)+"
 
 KINDS = [("local", 0.40), ("remote", 0.30), ("mixed", 0.15), ("bounce", 0.15)]
 
@@ -351,36 +348,17 @@ def test_kill9_20_rounds_local_remote_bounce(ternd_factory, tern_root):
     assert not left_tmp, f"queue tmp/ not cleaned: {left_tmp[:5]}"
     # the queue drains completely
     deadline = time.monotonic() + 15
-    stuck_since = None
     while True:
         left = queue_text(mx)
         if not left.strip() or time.monotonic() > deadline:
             break
-        if re.fullmatch(STUCK_NULL_SENDER, left.strip() + "\n"):
-            stuck_since = stuck_since or time.monotonic()
-            if time.monotonic() - stuck_since > 3.0:
-                break
-        else:
-            stuck_since = None
         time.sleep(0.2)
-    if left.strip() and re.fullmatch(STUCK_NULL_SENDER, left.strip() + "\n"):
-        # every leftover is a DSN (sender <>) whose recipients are all
-        # delivered: the known sched.c bug that
-        # test_recovered_finished_message_leaves_the_queue[null_sender]
-        # reproduces; everything was delivered, only the entry stays
-        print(f"KNOWN BUG (sched.c, null-sender message recovered with every recipient "
-              f"final is never removed):\n{left}")
-        pytest.xfail("null-sender message recovered after kill -9 with every recipient "
-                     "delivered stays queued (sched_dsn_owed)")
     assert left.strip() == "", f"the mx queue does not drain:\n{left}"
 
 
 @pytest.mark.parametrize("sender", [
     "bob@example.test",
-    pytest.param("", marks=pytest.mark.xfail(strict=True, reason=(
-        "sched.c: sched_dsn_owed returns 0 for a null-sender recipient without marking "
-        "it SCHED_DSN_FINAL, so sched_msg_dsn_pending stays true and a message recovered "
-        "at start-up with every recipient final is never removed"))),
+    "",
 ], ids=["sender", "null_sender"])
 def test_recovered_finished_message_leaves_the_queue(ternd_factory, sender):
     """kill -9 between the record of a message's last outcome and its removal
