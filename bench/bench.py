@@ -832,6 +832,38 @@ def profile(args, base):
     log("profile written to %s" % out)
 
 
+def callgrind(args, base):
+    """callgrind - ternd under valgrind --tool=callgrind for a small
+    10-session load: where user-space instructions go (the kernel is
+    perf's part); the annotated top functions into results/."""
+    tern = Tern(base, args.ternd, args.ternctl, ["u%d" % i for i in range(1, 5)])
+    runner = Runner(args)
+    ts = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+    data = os.path.join(base, "callgrind.out")
+    tern.start(wrap=["valgrind", "--tool=callgrind", "--callgrind-out-file=" + data,
+                     "--separate-threads=no"])
+    try:
+        x = runner.load_run(tern, 10, 1, args.msgs)
+        log("callgrind s10_m1: %d msgs, %.0f msg/s under valgrind" % (args.msgs, x["accept_rate"]))
+    finally:
+        kill_tree([tern.root], signal.SIGTERM)
+        tern.proc.wait(timeout=300)
+    r = subprocess.run(["callgrind_annotate", "--inclusive=no", data],
+                       capture_output=True, text=True)
+    ri = subprocess.run(["callgrind_annotate", "--inclusive=yes", data],
+                        capture_output=True, text=True)
+    out = os.path.join(RESULTS, "callgrind-%s.txt" % ts)
+    with open(out, "w") as f:
+        f.write("valgrind --tool=callgrind: ternd (release build) under smtp-source -s 10 -l %d,"
+                " %d msgs 1/conn (user-space instructions only)\n\n## self\n" % (MSG_LEN, args.msgs))
+        f.write("\n".join(r.stdout.splitlines()[:60]))
+        f.write("\n\n## inclusive\n")
+        f.write("\n".join(ri.stdout.splitlines()[:60]))
+        f.write("\n")
+    print(open(out).read())
+    log("callgrind written to %s" % out)
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--ternd", required=True)
@@ -846,6 +878,8 @@ def main():
     ap.add_argument("--timeout", type=int, default=300)
     ap.add_argument("--tmp", default=os.environ.get("BENCH_TMP", "/var/tmp"))
     ap.add_argument("--profile", action="store_true")
+    ap.add_argument("--callgrind", action="store_true",
+                    help="ternd under callgrind (user space) for --msgs messages")
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: run as root (Postfix's master and its setgid/owner checks need it)")
@@ -861,6 +895,9 @@ def main():
     try:
         if args.profile:
             profile(args, base)
+            return 0
+        if args.callgrind:
+            callgrind(args, base)
             return 0
         mach = machine(base)
         mach["date"] = datetime.datetime.now().strftime("%Y-%m-%d")

@@ -1,9 +1,13 @@
 #!/bin/bash
 # bench/bench.sh - `make bench`: build an optimised ternd (release, no
 # sanitizers) in $BENCH_BUILD, then run bench/bench.py (Tern beside Postfix,
-# see bench/README.md). Extra arguments go to bench.py, e.g. --profile.
+# see bench/README.md), then bench/conns.py (10,000 idle connections held
+# by one ternd; its table is appended to bench/results/latest.md). Extra
+# arguments go to bench.py, e.g. --profile or --callgrind (then conns.py
+# does not run).
 # Environment: BENCH_BUILD (default build-bench), BENCH_MSGS, BENCH_MSGS_1,
-# BENCH_RUNS, BENCH_SHAPES, BENCH_TMP (see bench.py --help).
+# BENCH_RUNS, BENCH_SHAPES, BENCH_TMP (see bench.py --help); BENCH_CONNS
+# (default 10000; 0 skips conns.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${BENCH_BUILD:-build-bench}
@@ -38,3 +42,11 @@ trap 'exit 130' INT TERM HUP
 	--ternctl "$BUILD_DIR/ternctl" "$@" &
 py=$!
 wait "$py"
+py=""
+
+if [ "$#" -eq 0 ] && [ "${BENCH_CONNS:-10000}" != 0 ]; then
+	/usr/bin/python3 bench/conns.py --ternd "$BUILD_DIR/ternd" \
+		--ternctl "$BUILD_DIR/ternctl" --conns "${BENCH_CONNS:-10000}" &
+	py=$!
+	wait "$py"
+fi

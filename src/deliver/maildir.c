@@ -12,6 +12,15 @@
  * the file, rename it into new/<unique>,S=<size>, fsync new/. Only then is
  * the message delivered; on any failure the tmp file is removed, so new/
  * never holds a partial message (a reader only ever looks in new/ and cur/).
+ * (Not O_TMPFILE + linkat: the file's inode would be synced with no link,
+ * and on ext4 without a journal the fsync of new/ does not write the
+ * linked inode again, so a power loss could leave a name pointing at a
+ * "deleted" inode; a second fsync of the file would cost what it saves.)
+ *
+ * The fsync of new/ is shared: deliveries into the same directory that
+ * wait at the same time are covered by one fsync that started after their
+ * link (group commit, maildir_sync_dir), so concurrent deliveries to one
+ * mailbox do not each pay a directory flush.
  *
  * Thread-safe: several delivery workers call it at once. Unique names come
  * from time, pid, a process-wide atomic counter and random bits, so two
@@ -27,7 +36,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <string.h>
@@ -42,6 +53,81 @@
 #define MAILDIR_HOST_MAX 255
 
 static atomic_ulong maildir_counter;
+
+/* one directory being synced for several deliveries (maildir_sync_dir) */
+struct maildir_dsync {
+	struct maildir_dsync *next;
+	dev_t dev;
+	ino_t ino;
+	int refs;          /* threads using the entry */
+	int running;       /* an fsync is in progress */
+	uint64_t started;  /* fsyncs started */
+	uint64_t done;     /* the number of the last one finished */
+	int err;           /* its errno, 0 for success */
+};
+static pthread_mutex_t maildir_ds_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t maildir_ds_cv = PTHREAD_COND_INITIALIZER;
+static struct maildir_dsync *maildir_ds_list;
+
+/*
+ * maildir_sync_dir - make everything done in the directory dfd so far
+ * durable: wait for an fsync of it that starts after this call, running
+ * it here when none is running. Threads that arrive while one runs share
+ * the next. 0, or -1 with errno of the fsync that covered us (the latest
+ * one: a later success covers all earlier changes).
+ */
+static int maildir_sync_dir(int dfd)
+{
+	struct stat st;
+	if (fstat(dfd, &st) < 0)
+		return -1;
+	pthread_mutex_lock(&maildir_ds_mu);
+	struct maildir_dsync *e = maildir_ds_list;
+	while (e && (e->dev != st.st_dev || e->ino != st.st_ino))
+		e = e->next;
+	if (e == NULL) {
+		e = calloc(1, sizeof(*e));
+		if (e == NULL) {
+			pthread_mutex_unlock(&maildir_ds_mu);
+			return fsync(dfd);
+		}
+		e->dev = st.st_dev;
+		e->ino = st.st_ino;
+		e->next = maildir_ds_list;
+		maildir_ds_list = e;
+	}
+	e->refs++;
+	uint64_t need = e->started + 1; /* one that starts after our change */
+	while (e->done < need) {
+		if (e->running) {
+			pthread_cond_wait(&maildir_ds_cv, &maildir_ds_mu);
+			continue;
+		}
+		e->running = 1;
+		uint64_t mine = ++e->started;
+		pthread_mutex_unlock(&maildir_ds_mu);
+		int r = fsync(dfd) < 0 ? errno : 0;
+		pthread_mutex_lock(&maildir_ds_mu);
+		e->running = 0;
+		e->done = mine;
+		e->err = r;
+		pthread_cond_broadcast(&maildir_ds_cv);
+	}
+	int err = e->err;
+	if (--e->refs == 0) {
+		struct maildir_dsync **pp = &maildir_ds_list;
+		while (*pp != e)
+			pp = &(*pp)->next;
+		*pp = e->next;
+		free(e);
+	}
+	pthread_mutex_unlock(&maildir_ds_mu);
+	if (err) {
+		errno = err;
+		return -1;
+	}
+	return 0;
+}
 
 /*
  * maildir_name_ok - a path component we may create under mail_dir: not
@@ -197,18 +283,29 @@ static int maildir_copy(int in, off_t off, off_t len, int out, off_t *total)
 		}
 		done += r;
 		size_t start = 0;
-		for (size_t i = 0; i < (size_t)r; i++) {
-			if (held_cr) {
-				held_cr = 0;
-				if (ibuf[i] != '\n' && maildir_put(out, obuf, &olen, &cr, 1, total) < 0)
-					return -1;
-			}
-			if (ibuf[i] != '\r')
-				continue;
+		if (held_cr) {
+			held_cr = 0;
+			if (ibuf[0] != '\n' && maildir_put(out, obuf, &olen, &cr, 1, total) < 0)
+				return -1;
+		}
+		/* jump from CR to CR (memchr): a CR followed by LF is dropped, any
+		 * other CR kept; one at the end waits for the next read */
+		const char *c;
+		while ((c = memchr(ibuf + start, '\r', (size_t)r - start)) != NULL) {
+			size_t i = (size_t)(c - ibuf);
 			if (i > start && maildir_put(out, obuf, &olen, ibuf + start, i - start, total) < 0)
 				return -1;
-			start = i + 1;
-			held_cr = 1;
+			if (i + 1 == (size_t)r) {
+				held_cr = 1;
+				start = (size_t)r;
+				break;
+			}
+			start = ibuf[i + 1] == '\n' ? i + 1 : i;
+			if (start == i) {
+				if (maildir_put(out, obuf, &olen, &cr, 1, total) < 0)
+					return -1;
+				start = i + 1;
+			}
 		}
 		if ((size_t)r > start && maildir_put(out, obuf, &olen, ibuf + start, (size_t)r - start, total) < 0)
 			return -1;
@@ -336,13 +433,20 @@ static int maildir_deliver_named(const char *mail_dir, const char *hostname, con
 		maildir_unique(uniq, sizeof(uniq), hostname);
 	}
 	snprintf(tmp, sizeof(tmp), "%s/tmp/%s", box, uniq);
-	if (fixed_name)
-		unlink(tmp); /* our own leftover from a crash mid-write, never delivered */
-
-	/* O_EXCL: never write into someone else's file, even on a name clash */
+	int ndfd = open(newdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	if (ndfd < 0) {
+		snprintf(err, errlen, "%s: %s", newdir, strerror(errno));
+		return -1;
+	}
+	/* O_EXCL: never write into someone else's file, even on a name clash;
+	 * a fixed name's own leftover from a crash mid-write (never delivered)
+	 * is removed and the create tried once more */
 	int out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (out < 0 && errno == EEXIST && fixed_name && unlink(tmp) == 0)
+		out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (out < 0) {
 		snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
+		close(ndfd);
 		return -1;
 	}
 	off_t total = 0;
@@ -366,12 +470,16 @@ static int maildir_deliver_named(const char *mail_dir, const char *hostname, con
 		step = dst;
 		goto fail;
 	}
-	/* the rename is durable only once new/ is synced; if that fails, take
+	/* the rename is durable only once new/ is synced (one fsync shared
+	 * with the deliveries into new/ waiting with us); if that fails, take
 	 * the message back out so the retry does not deliver it twice */
-	if (fs_fsync_dir(newdir, err, errlen) < 0) {
+	if (maildir_sync_dir(ndfd) < 0) {
+		snprintf(err, errlen, "fsync %s: %s", newdir, strerror(errno));
 		unlink(dst);
+		close(ndfd);
 		return -1;
 	}
+	close(ndfd);
 	return 0;
 
 fail:;
@@ -379,6 +487,7 @@ fail:;
 	if (out >= 0)
 		close(out);
 	unlink(tmp);
+	close(ndfd);
 	snprintf(err, errlen, "%s: %s", step, strerror(e));
 	return -1;
 }

@@ -522,8 +522,12 @@ int queue_pool_put(struct queue *q, int dir_fd, const char *name)
 	/* NOREPLACE: a name already in free/ (another process's) stays */
 	if (renameat2(dir_fd, name, q->free_fd, name, RENAME_NOREPLACE) < 0)
 		return -1;
-	if (queue_pool_push(q, name) < 0)
-		unlinkat(q->free_fd, name, 0); /* filled up meanwhile */
+	/* the pool keeps inodes, not disk space: emptied, the file holds no
+	 * blocks (and no old message) while it waits, and a full disk stays
+	 * full for new messages */
+	int fd = openat(q->free_fd, name, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
+	if (fd < 0 || close(fd) < 0 || queue_pool_push(q, name) < 0)
+		unlinkat(q->free_fd, name, 0); /* or filled up meanwhile */
 	return 0;
 }
 
@@ -649,6 +653,17 @@ static int queue_scan_msg(struct queue *q, queue_scan_found found, void *arg, ch
 		if (!queue_id_valid(qid)) {
 			queue_log(LOG_LEVEL_WARN, "queue_corrupt", "file", qid, "not a queue id");
 			queue_set_aside(q, q->msg_fd, qid, "");
+			continue;
+		}
+		/* empty: never a committed message (those are synced whole
+		 * before their name appears) but a finished one emptied for the
+		 * pool whose removal a crash undid: nothing to deliver */
+		struct stat st;
+		if (fstatat(q->msg_fd, qid, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) && st.st_size == 0 &&
+		    unlinkat(q->msg_fd, qid, 0) == 0) {
+			queue_log(LOG_LEVEL_INFO, "queue_empty_removed", "qid", qid, "finished, emptied for reuse");
+			if (faccessat(q->state_fd, qid, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+				unlinkat(q->state_fd, qid, 0);
 			continue;
 		}
 		struct envelope env;

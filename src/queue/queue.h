@@ -10,8 +10,8 @@
  *   state/QID   append-only recipient progress log (one record a line,
  *               a torn last line is ignored: at worst a delivery repeats)
  *   corrupt/    files that failed to parse, set aside, never delivered
- *   free/       finished queue files kept to be overwritten by new ones
- *               (no inode allocated and freed per message); never read
+ *   free/       finished queue files kept, emptied, to be reused by new
+ *               ones (no inode allocated and freed per message); never read
  *
  * Commits go through a few commit threads (their flushes in flight
  * together) that share one directory fsync among all messages waiting at

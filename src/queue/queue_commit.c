@@ -3,9 +3,9 @@
  *
  * A message is written to tmp/QID through a 64 KiB buffer: the envelope
  * header, QUEUE_RESERVE NUL bytes reserved for text to prepend
- * (queue_file_prepend), then the content. tmp/QID is a file of the free/
- * pool renamed there (overwritten from the start, cut to size at commit:
- * no inode allocated or freed per message), or else created O_EXCL. At
+ * (queue_file_prepend), then the content. tmp/QID is an (emptied) file of
+ * the free/ pool renamed there (no inode allocated or freed per message),
+ * or else created O_EXCL. At
  * commit the prepend is written right-aligned into the reserve (so it joins
  * the content), the end marker with the gap and the length is appended and
  * flushed, the file is fdatasync'd, renamed to msg/QID and msg/ is
@@ -63,7 +63,7 @@ struct queue_file {
 	char *pre;   /* queue_file_prepend text, pre_len bytes */
 	size_t pre_len;
 	int copy;    /* the prepend does not fit: the commit thread copies */
-	int reused;  /* fd is a file from free/: cut it to size at commit */
+	int reused;  /* fd is a non-empty file from free/: cut it to size at commit */
 	int err;     /* errno of the first failure, 0 while all is well */
 	int renamed; /* msg/QID exists (undo it if the directory sync fails) */
 	char reason[QUEUE_REASON_MAX];
@@ -149,9 +149,10 @@ static int qf_start(struct queue_file *f)
 }
 
 /* qf_reuse - a file from free/ as tmp/QID, open for writing from the
- * start (its old bytes are overwritten, the rest cut off at commit): no
- * inode to allocate now nor to free later. -1 when the pool has none. */
-static int qf_reuse(struct queue *q, const char *qid)
+ * start (empty, or its old bytes overwritten and the rest cut off at
+ * commit: *size is how many it had): no inode to allocate now nor to free
+ * later. -1 when the pool has none. */
+static int qf_reuse(struct queue *q, const char *qid, off_t *size)
 {
 	char name[QUEUE_ID_MAX];
 	while (queue_pool_get(q, name)) {
@@ -163,8 +164,10 @@ static int qf_reuse(struct queue *q, const char *qid)
 		}
 		int fd = openat(q->tmp_fd, qid, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
 		struct stat st;
-		if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1)
+		if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1) {
+			*size = st.st_size;
 			return fd;
+		}
 		if (fd >= 0)
 			close(fd);
 		unlinkat(q->tmp_fd, qid, 0);
@@ -181,6 +184,7 @@ struct queue_file *queue_file_create(struct queue *q, struct envelope *env, char
 	if (env->arrival == 0)
 		env->arrival = time(NULL);
 	int fd = -1, reused = 0;
+	off_t old_size = 0;
 	char qid[QUEUE_ID_MAX];
 	for (int tries = 0; fd < 0; tries++) {
 		if (tries == 100) {
@@ -189,7 +193,7 @@ struct queue_file *queue_file_create(struct queue *q, struct envelope *env, char
 			return NULL;
 		}
 		queue_id_new(q, qid);
-		fd = qf_reuse(q, qid);
+		fd = qf_reuse(q, qid, &old_size);
 		reused = fd >= 0;
 		/* O_EXCL: two receivers can never share a file */
 		if (fd < 0)
@@ -213,7 +217,7 @@ struct queue_file *queue_file_create(struct queue *q, struct envelope *env, char
 	f->q = q;
 	f->env = env;
 	f->fd = fd;
-	f->reused = reused;
+	f->reused = reused && old_size > 0;
 	f->old_fd = -1;
 	memcpy(f->qid, qid, sizeof(qid));
 	f->buf = xmalloc(QUEUE_WBUF_SIZE);

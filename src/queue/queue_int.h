@@ -28,9 +28,11 @@
 #define QUEUE_WBUF_SIZE (64u * 1024)
 #define QUEUE_REASON_MAX 256
 
-/* free/: finished queue files kept (up to QUEUE_POOL_MAX of at most
- * QUEUE_POOL_FILE_MAX bytes) to be overwritten by new messages instead of
- * allocating and freeing an inode per message */
+/* free/: finished queue files kept (up to QUEUE_POOL_MAX, emptied: the
+ * pool keeps inodes, not disk space) to be written by new messages instead
+ * of allocating and freeing an inode per message; a file over
+ * QUEUE_POOL_FILE_MAX bytes is removed instead (freeing its blocks costs
+ * the same either way) */
 #define QUEUE_POOL_MAX 256
 #define QUEUE_POOL_FILE_MAX (256u * 1024)
 /* commit threads: each makes one file durable at a time, so the flushes

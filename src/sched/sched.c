@@ -7,9 +7,12 @@
  * every string it needs), so a worker never touches scheduler state; it
  * delivers, records each outcome durably (queue_rcpt_record: fdatasync off
  * the loop), removes the message when it is finished, and hands the job
- * back through a done list and a pipe the loop watches. A message has at
- * most one job at a time (msg->busy); at most 2 x delivery_workers jobs
- * are out at once, so a large queue never floods the pool.
+ * back through a done list and a pipe the loop watches. Fast path: when a
+ * job finishes every recipient still pending and no DSN is owed, nothing
+ * is recorded; the message is simply removed (see sched_job_run). A
+ * message has at most one job at a time (msg->busy); at most 2 x
+ * delivery_workers jobs are out at once, so a large queue never floods the
+ * pool.
  *
  * Timing: one timer for the earliest next attempt. Each wake-up (timer,
  * finished job, operator action) runs one pass over the messages in
@@ -125,6 +128,7 @@ struct sched_job {
 	time_t arrival;
 	uint64_t retry_min, retry_max, lifetime;
 	int remove_when_final;      /* no recipient outside this job is pending */
+	int all_local;              /* every recipient of the message is local */
 	int removed;                /* out: the worker removed the message */
 	int recovered;              /* found at start-up: a delivery may have happened unrecorded */
 	struct sched_item *items;
@@ -429,6 +433,15 @@ static void sched_dsn_run(struct sched *s, struct sched_job *j)
 	free(diag);
 }
 
+/* sched_item_record - the outcome durably in the state log (worker) */
+static void sched_item_record(struct sched *s, const struct sched_job *j, struct sched_item *it)
+{
+	char rerr[SCHED_ERR_MAX] = "";
+	if (queue_rcpt_record(s->q, j->qid, it->idx, it->state, it->attempts, it->next_attempt, it->text, rerr,
+			      sizeof(rerr)) < 0)
+		it->record_err = xstrdup(rerr[0] ? rerr : "cannot record recipient state");
+}
+
 /* sched_job_run - deliver and record one job (worker thread) */
 static void sched_job_run(struct sched *s, struct sched_job *j)
 {
@@ -476,23 +489,45 @@ static void sched_job_run(struct sched *s, struct sched_job *j)
 			}
 		}
 		sched_item_outcome(j, it, time(NULL));
-		/* durable before acted on: a crash after this line cannot
-		 * repeat a recorded delivery, a crash before it repeats at most
-		 * this one */
-		char rerr[SCHED_ERR_MAX] = "";
-		if (queue_rcpt_record(s->q, j->qid, it->idx, it->state, it->attempts, it->next_attempt, it->text,
-				      rerr, sizeof(rerr)) < 0)
-			it->record_err = xstrdup(rerr[0] ? rerr : "cannot record recipient state");
 		if (it->state == ENV_RCPT_PENDING)
 			all_final = 0;
 		/* a failure may owe a bounce (a success, a success DSN): the
 		 * loop decides, queues it, and only then removes the message */
 		if (it->state == ENV_RCPT_FAILED || (it->state == ENV_RCPT_DELIVERED && (it->notify & ENV_NOTIFY_SUCCESS)))
 			all_final = 0;
+		/* a job that may finish the message records at the end (below);
+		 * any other records each outcome at once */
+		if (!j->remove_when_final)
+			sched_item_record(s, j, it);
 	}
 	if (fd >= 0)
 		close(fd);
-	if (j->remove_when_final && all_final && queue_msg_remove(s->q, j->qid) == 0)
+	if (!j->remove_when_final)
+		return;
+	if (!all_final) {
+		/* something stays: every outcome durable before it is acted on
+		 * (a crash before this repeats at most this job's deliveries,
+		 * idempotent for local ones: see maildir_deliver_once) */
+		for (size_t i = 0; i < j->n; i++)
+			sched_item_record(s, j, &j->items[i]);
+		return;
+	}
+	/*
+	 * The fast path: every recipient is delivered and no DSN is owed, so
+	 * there is no state to keep: no record, the message just goes.
+	 * Crashes: before the removal, msg/QID is found at start-up and
+	 * delivered again. A local delivery is exactly-once even so (the
+	 * fixed Maildir name per qid and recipient, checked for messages
+	 * recovered at start-up). A remote recipient whose 250 came before the
+	 * crash is sent again: the accepted at-least-once window of SMTP
+	 * (RFC 5321 6.1), the same window as between the 250 and a durable
+	 * record before. Removal of a message with only local recipients is
+	 * not fsync'd either: if a power loss brings msg/QID back, the
+	 * redelivery finds the Maildir copy (not if the user deleted it in
+	 * between: then it comes again). With a remote recipient the removal
+	 * is made durable, so the window stays as short as it was.
+	 */
+	if (queue_msg_finish(s->q, j->qid, !j->all_local) == 0)
 		j->removed = 1;
 }
 
@@ -736,8 +771,14 @@ static int sched_dsn_owed(const struct sched *s, struct sched_msg *m, size_t i, 
 		*act = BOUNCE_ACTION_FAILED;
 		return 1;
 	}
-	if (null_sender)
-		return 0; /* no success or delay reports about a bounce */
+	if (null_sender) {
+		/* no success or delay reports about a bounce; a delivered
+		 * recipient owes nothing (else a bounce recovered at start with
+		 * every recipient delivered would never leave the queue) */
+		if (r->state == ENV_RCPT_DELIVERED)
+			*f |= SCHED_DSN_FINAL;
+		return 0;
+	}
 	if (r->state == ENV_RCPT_DELIVERED) {
 		if (*f & SCHED_DSN_FINAL)
 			return 0;
@@ -1158,6 +1199,10 @@ static time_t sched_msg_dispatch(struct sched *s, struct sched_msg *m, time_t no
 		}
 		/* a DSN still owed keeps the message until it is queued */
 		j->remove_when_final = !others_pending && !dsn_owed && !sched_msg_dsn_pending(m);
+		j->all_local = 1;
+		for (size_t i = 0; i < e->nrcpts; i++)
+			if (!sched_rcpt_is_local(s, e->rcpts[i].addr))
+				j->all_local = 0;
 		sched_job_submit(s, j);
 	}
 	return wake;

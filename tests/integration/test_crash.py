@@ -11,7 +11,8 @@ import smtplib
 import threading
 import time
 
-from conftest import header_values, make_message, maildir_files, read_message
+from conftest import (header_values, make_message, maildir_files, read_message, wait_for,
+                      wait_messages)
 
 THREADS = 10
 TOTAL = 200
@@ -168,3 +169,131 @@ def test_kill9_under_load_loses_and_duplicates_nothing(ternd_factory):
             time.sleep(0.5)
             r = t.ternctl("queue")
         assert "@example.test" not in r.stdout, f"queue not drained:\n{r.stdout}"
+
+
+# --- the fast path: a message finished in one pass keeps no state -------------
+
+def _send(port, mid, to="alice@example.test"):
+    """One message, accepted (smtplib raises otherwise)."""
+    with smtplib.SMTP("127.0.0.1", port, timeout=15) as s:
+        s.ehlo("fast.example.test")
+        s.sendmail("bob@example.test", [to], make_message(mid, to=to))
+
+
+def _ls(t, sub):
+    d = os.path.join(t.queue_dir, sub)
+    return sorted(os.listdir(d)) if os.path.isdir(d) else []
+
+
+def _wait_queue_empty(t, timeout=15.0):
+    deadline = time.monotonic() + timeout
+    while _ls(t, "msg") or _ls(t, "tmp"):
+        assert time.monotonic() < deadline, f"queue not empty: {_ls(t, 'msg')}"
+        time.sleep(0.05)
+
+
+def test_fast_path_writes_no_state_and_reuses_queue_files(ternd_factory):
+    t = ternd_factory()
+    state = os.path.join(t.queue_dir, "state")
+    os.makedirs(state, exist_ok=True)
+    # an old mtime: any entry created or removed in state/ changes it
+    os.utime(state, (1_000_000_000, 1_000_000_000))
+    for i in range(12):
+        _send(t.port, f"fast-{i}@example.test", to=["alice@example.test", "bob@example.test"][i % 2])
+    wait_messages(t.mail_dir, "alice", 6)
+    wait_messages(t.mail_dir, "bob", 6)
+    _wait_queue_empty(t)
+    assert os.stat(state).st_mtime == 1_000_000_000, "a state record was written"
+    assert _ls(t, "state") == []
+    # the finished files wait in free/ and are reused, not re-created
+    free = _ls(t, "free")
+    assert 1 <= len(free) <= 12, free
+    inodes = {os.stat(os.path.join(t.queue_dir, "free", f)).st_ino for f in free}
+    _send(t.port, "fast-reuse@example.test")
+    wait_messages(t.mail_dir, "alice", 7)
+    _wait_queue_empty(t)
+    after = {os.stat(os.path.join(t.queue_dir, "free", f)).st_ino for f in _ls(t, "free")}
+    assert after == inodes, "the queue file was not taken from free/"
+    assert os.stat(state).st_mtime == 1_000_000_000
+
+
+def test_deferred_delivery_still_records_state(ternd_factory):
+    t = ternd_factory(retry_min="1s", retry_max="1s")
+    # bob's mailbox cannot be made: local delivery fails temporarily
+    os.makedirs(os.path.join(t.mail_dir, "example.test"), exist_ok=True)
+    with open(os.path.join(t.mail_dir, "example.test", "bob"), "w") as f:
+        f.write("not a directory\n")
+    _send(t.port, "slow-1@example.test", to="bob@example.test")
+    wait_for(lambda: _ls(t, "state"), timeout=10, what="a state record for the deferral")
+    (qid,) = _ls(t, "state")
+    assert _ls(t, "msg") == [qid]
+    with open(os.path.join(t.queue_dir, "state", qid)) as f:
+        assert " pending 1 " in f.read()
+    # the mailbox becomes usable: the retry delivers once and both files go
+    os.unlink(os.path.join(t.mail_dir, "example.test", "bob"))
+    assert t.ternctl("queue", "flush").returncode == 0
+    wait_messages(t.mail_dir, "bob", 1)
+    _wait_queue_empty(t)
+    assert _ls(t, "state") == []
+    assert len(maildir_files(t.mail_dir, "bob")) == 1
+
+
+def test_removal_undone_by_power_loss_delivers_once(ternd_factory):
+    """The removal of a finished local message is not fsync'd: a power loss
+    may bring msg/QID back, with or without its state log, or the emptied
+    file kept for reuse. Here the disk states are made by hand: copies of
+    two committed queue files (taken while their delivery was deferred) put
+    back after they were delivered, and one emptied file put back. The
+    restart delivers the copies again into the same Maildir names (still
+    one copy each) and drops the empty one; nothing is set aside."""
+    # short retries: a flush that meets a still-running attempt is dropped
+    t = ternd_factory(retry_min="1s", retry_max="1s")
+    box = os.path.join(t.mail_dir, "example.test")
+    os.makedirs(box, exist_ok=True)
+    with open(os.path.join(box, "bob"), "w") as f:
+        f.write("not a directory: bob's deliveries are deferred\n")
+    with smtplib.SMTP("127.0.0.1", t.port, timeout=15) as s:
+        s.ehlo("undone.example.test")
+        s.sendmail("carol@example.test", ["alice@example.test", "bob@example.test"],
+                   make_message("undone-1@example.test"))
+        s.sendmail("carol@example.test", ["bob@example.test"], make_message("undone-2@example.test"))
+    wait_for(lambda: len(_ls(t, "state")) == 2, timeout=10, what="two deferrals recorded")
+    wait_messages(t.mail_dir, "alice", 1)
+    copies = {}
+    for qid in _ls(t, "msg"):
+        path = os.path.join(t.queue_dir, "msg", qid)
+        with open(path, "rb") as f:
+            copies[qid] = (os.stat(path).st_ino, f.read())
+    assert len(copies) == 2
+    os.unlink(os.path.join(box, "bob"))
+    assert t.ternctl("queue", "flush").returncode == 0
+    wait_messages(t.mail_dir, "bob", 2)
+    _wait_queue_empty(t)
+    _send(t.port, "undone-3@example.test")
+    wait_messages(t.mail_dir, "alice", 2)
+    _wait_queue_empty(t)
+    assert _ls(t, "state") == []
+    assert t.stop() == 0
+    # finished files go to free/ emptied (and may serve later messages): a
+    # lost removal is the same inode back under msg/QID with its content
+    by_ino = {os.stat(os.path.join(t.queue_dir, "free", n)).st_ino: n for n in _ls(t, "free")}
+    for qid, (ino, data) in copies.items():
+        name = by_ino[ino]
+        assert os.path.getsize(os.path.join(t.queue_dir, "free", name)) == 0
+        os.rename(os.path.join(t.queue_dir, "free", name), os.path.join(t.queue_dir, "msg", qid))
+        with open(os.path.join(t.queue_dir, "msg", qid), "wb") as f:
+            f.write(data)
+    # and a file whose emptying persisted but not its move to free/
+    open(os.path.join(t.queue_dir, "msg", "0000000000000ZZ1"), "wb").close()
+
+    t.start()
+    _wait_queue_empty(t)
+    time.sleep(0.5)
+    got = {}
+    for user in ("alice", "bob"):
+        for f in maildir_files(t.mail_dir, user):
+            got.setdefault(user, []).append(header_values(read_message(f), "Message-ID")[0])
+    assert sorted(got["alice"]) == ["<undone-1@example.test>", "<undone-3@example.test>"], got
+    assert sorted(got["bob"]) == ["<undone-1@example.test>", "<undone-2@example.test>"], got
+    assert _ls(t, "corrupt") == []
+    assert "queue_empty_removed" in t.log()

@@ -1,7 +1,7 @@
 /*
  * test_queue_pool - queue_msg_finish and the free/ pool: a finished
  * message's file is reused by the next one (no new inode) and cut to the
- * new size; aborted files are reused too; the start-up scan takes free/
+ * new size (kept empty meanwhile); aborted files are reused too; the start-up scan takes free/
  * into the pool and leaves alone (or removes) what it must not reuse: a
  * name also in msg/ (a removal a crash undid half), a second link, an
  * oversized file, a stray name; the pool's size is bounded.
@@ -159,6 +159,13 @@ static void test_finish_reuses_the_file(void **state)
 	assert_false(exists(fx, "msg", a.qid));
 	assert_false(exists(fx, "state", a.qid));
 	assert_true(exists(fx, "free", a.qid));
+	/* kept empty: the pool holds inodes, not disk space (nor old mail) */
+	char p[200];
+	struct stat st;
+	qpath(fx, p, sizeof(p), "free", a.qid);
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_size, 0);
+	assert_int_equal(st.st_blocks, 0);
 	/* the next message is written into it: same inode, shorter, cut */
 	commit_msg(fx, &b, 'b', 100);
 	assert_int_equal(inode(fx, "msg", b.qid), ino);
@@ -222,6 +229,31 @@ static void test_abort_and_large(void **state)
 	env_free(&big);
 }
 
+/* test_reuse_refuses_linked - a pooled file that gained a second name
+ * (nothing we do makes one; a crash and a file system check could) is not
+ * written: a new file is made and the other name keeps its inode */
+static void test_reuse_refuses_linked(void **state)
+{
+	struct fixture *fx = *state;
+	struct envelope a, b;
+	commit_msg(fx, &a, 'a', 10);
+	assert_int_equal(queue_msg_finish(fx->q, a.qid, 0), 0);
+	char p[200], p2[200];
+	qpath(fx, p, sizeof(p), "free", a.qid);
+	snprintf(p2, sizeof(p2), "%s/second-name", fx->dir);
+	assert_int_equal(link(p, p2), 0);
+	ino_t ino = inode(fx, "free", a.qid);
+	commit_msg(fx, &b, 'b', 10);
+	assert_true(inode(fx, "msg", b.qid) != ino);
+	expect_content(fx, b.qid, 'b', 10);
+	struct stat st;
+	assert_int_equal(stat(p2, &st), 0);
+	assert_int_equal(st.st_size, 0);
+	assert_int_equal(st.st_ino, ino);
+	env_free(&a);
+	env_free(&b);
+}
+
 static int found_n;
 static void on_found(void *arg, struct envelope *env)
 {
@@ -234,10 +266,11 @@ static void test_scan_free(void **state)
 {
 	struct fixture *fx = *state;
 	char err[256], p[200], p2[200];
-	struct envelope a, b, c, d;
+	struct envelope a, b, c, d, e;
 	commit_msg(fx, &a, 'a', 10);
 	commit_msg(fx, &b, 'b', 10);
 	commit_msg(fx, &c, 'c', 10);
+	commit_msg(fx, &e, 'e', 10);
 	assert_int_equal(queue_msg_finish(fx->q, a.qid, 0), 0);
 	assert_int_equal(queue_msg_finish(fx->q, b.qid, 0), 0);
 	/* b's removal undone half by a crash: the name is in msg/ as well */
@@ -262,22 +295,40 @@ static void test_scan_free(void **state)
 	close(fd);
 	ino_t good = inode(fx, "free", "0000000000000002");
 
+	/* c's removal undone whole (the emptied file back in msg/), with its
+	 * state log */
+	assert_int_equal(queue_rcpt_record(fx->q, c.qid, 0, ENV_RCPT_PENDING, 1, 0, "x", err, sizeof(err)), 0);
+	assert_int_equal(queue_msg_finish(fx->q, c.qid, 0), 0);
+	qpath(fx, p, sizeof(p), "free", c.qid);
+	qpath(fx, p2, sizeof(p2), "msg", c.qid);
+	assert_int_equal(rename(p, p2), 0);
+	qpath(fx, p, sizeof(p), "state", c.qid);
+	fd = open(p, O_WRONLY | O_CREAT, 0600);
+	close(fd);
+
 	found_n = 0;
 	assert_int_equal(queue_scan(fx->q, on_found, NULL, err, sizeof(err)), 0);
-	/* c and b (in msg/ again: delivered again, idempotently) */
-	assert_int_equal(found_n, 2);
-	/* b's free/ name set aside, untouched; the others removed but one */
+	/* only e: the emptied c and b are removed from msg/ (nothing to
+	 * deliver), not set aside as corrupt */
+	assert_int_equal(found_n, 1);
+	assert_false(exists(fx, "msg", c.qid));
+	assert_false(exists(fx, "state", c.qid));
+	assert_false(exists(fx, "msg", b.qid));
+	assert_false(exists(fx, "corrupt", c.qid));
+	assert_false(exists(fx, "corrupt", b.qid));
+	/* b's free/ name (the same inode) set aside, untouched; the others
+	 * removed but one */
 	char aside[64];
 	snprintf(aside, sizeof(aside), "%s.free", b.qid);
 	assert_true(exists(fx, "corrupt", aside));
-	assert_true(exists(fx, "msg", b.qid));
 	assert_int_equal(count(fx, "free"), 1);
 	assert_true(exists(fx, "free", "0000000000000002"));
 	/* the one kept is reused */
 	commit_msg(fx, &d, 'd', 5);
 	assert_int_equal(inode(fx, "msg", d.qid), good);
 	expect_content(fx, d.qid, 'd', 5);
-	expect_content(fx, b.qid, 'b', 10);
+	expect_content(fx, e.qid, 'e', 10);
+	env_free(&e);
 	env_free(&a);
 	env_free(&b);
 	env_free(&c);
@@ -290,6 +341,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_finish_reuses_the_file, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_abort_and_large, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reuse_refuses_linked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_scan_free, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
