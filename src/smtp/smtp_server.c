@@ -889,6 +889,9 @@ static void session_eof_act(struct smtp_session *s)
 
 /* ------------------------------------------------------------ interface */
 
+/* the input buffer of a session that has read nothing yet: capacity 0 */
+static char smtp_session_no_input[1];
+
 struct smtp_session *smtp_session_new(const struct conf *conf, const struct smtp_client_info *info,
 				      const struct smtp_server_ops *ops, void *ctx)
 {
@@ -916,7 +919,10 @@ struct smtp_session *smtp_session_new(const struct conf *conf, const struct smtp
 	s->chunk_err = SMTP_R_NONE;
 	strbuf_init(&s->out);
 	env_init(&s->env);
-	if (failed || buf_init(&s->in, SMTP_SESSION_INPUT_MAX) < 0) {
+	/* why no input buffer yet: an idle connection (greeted, silent) then
+	 * costs no 16 KiB; the buffer is allocated at the first input */
+	s->in.data = smtp_session_no_input;
+	if (failed) {
 		free(s->addr);
 		free(s->name);
 		free(s->session_id);
@@ -953,9 +959,10 @@ void smtp_session_free(struct smtp_session *s)
 		s->ops->msg_abort(s->ctx, s->qf);
 	s->qf = NULL;
 	env_free(&s->env);
-	if (s->in.data)
+	if (s->in.cap) {
 		OPENSSL_cleanse(s->in.data, s->in.cap);
-	buf_free(&s->in);
+		buf_free(&s->in);
+	}
 	strbuf_free(&s->out);
 	free(s->first_rcpt);
 	free(s->helo);
@@ -1002,6 +1009,11 @@ void smtp_session_input(struct smtp_session *s, const char *p, size_t n)
 {
 	if (s->state == SMTP_STATE_CLOSED || s->eof)
 		return;
+	if (s->in.cap == 0 && n > 0 && buf_init(&s->in, SMTP_SESSION_INPUT_MAX) < 0) {
+		s->in.data = smtp_session_no_input;
+		smtp_session_shutdown(s); /* out of memory costs this session a 421 */
+		return;
+	}
 	s->depth++;
 	while (n > 0 && s->state != SMTP_STATE_CLOSED && s->state != SMTP_STATE_TLS) {
 		size_t room = s->in.cap - buf_len(&s->in);
@@ -1372,7 +1384,7 @@ int smtp_session_wants_input(const struct smtp_session *s)
 {
 	return s->state != SMTP_STATE_CLOSED && !smtp_server_waiting(s) &&
 	       s->state != SMTP_STATE_TLS && !s->eof &&
-	       buf_len(&s->in) < s->in.cap;
+	       (s->in.cap == 0 || buf_len(&s->in) < s->in.cap); /* cap 0: not allocated yet */
 }
 
 unsigned smtp_session_timeout_secs(const struct smtp_session *s)
