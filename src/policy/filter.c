@@ -1054,7 +1054,9 @@ static void copy_done(struct filter *f)
 		eom_prepend_commit(f);
 		return;
 	}
-	if (!(t->sign && t->edited && t->have_auth)) {
+	/* only a message mail authentication found a key for (sign_domain)
+	 * is signed again: without one there is nothing to redo */
+	if (!(t->sign && t->edited && t->have_auth && t->sign_domain[0])) {
 		eom_prepend_commit(f);
 		return;
 	}
