@@ -29,76 +29,8 @@
 
 #include "core/log.h"
 #include "queue/queue.h"
+#include "qfixture.h"
 #include "queue/queue_int.h"
-
-struct fixture {
-	char dir[64];
-	char qdir[128];
-	struct queue *q;
-};
-
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(p);
-}
-
-static int setup(void **state)
-{
-	struct fixture *fx = calloc(1, sizeof(*fx));
-	snprintf(fx->dir, sizeof(fx->dir), "/tmp/tern-qptest-XXXXXX");
-	if (mkdtemp(fx->dir) == NULL)
-		return -1;
-	char err[256];
-	snprintf(fx->qdir, sizeof(fx->qdir), "%s/queue", fx->dir);
-	fx->q = queue_open(fx->qdir, NULL, err, sizeof(err));
-	if (fx->q == NULL)
-		return -1;
-	*state = fx;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct fixture *fx = *state;
-	queue_close(fx->q);
-	nftw(fx->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-	free(fx);
-	return 0;
-}
-
-static int count(struct fixture *fx, const char *sub)
-{
-	char p[200];
-	snprintf(p, sizeof(p), "%s/%s", fx->qdir, sub);
-	DIR *d = opendir(p);
-	assert_non_null(d);
-	int n = 0;
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL)
-		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
-			n++;
-	closedir(d);
-	return n;
-}
-
-static void qpath(struct fixture *fx, char *out, size_t n, const char *sub, const char *name)
-{
-	int r = snprintf(out, n, "%s/%s/%s", fx->qdir, sub, name);
-	assert_true(r > 0 && (size_t)r < n);
-}
-
-/* inode - of queue/<sub>/<name> */
-static ino_t inode(struct fixture *fx, const char *sub, const char *name)
-{
-	char p[200];
-	struct stat st;
-	qpath(fx, p, sizeof(p), sub, name);
-	assert_int_equal(stat(p, &st), 0);
-	return st.st_ino;
-}
 
 static void make_env(struct envelope *e, int nrcpts)
 {

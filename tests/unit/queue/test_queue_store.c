@@ -25,73 +25,7 @@
 
 #include "core/log.h"
 #include "queue/queue.h"
-
-struct fixture {
-	char dir[64];
-	struct queue *q;
-};
-
-static int rm_one(const char *p, const struct stat *st, int flag, struct FTW *ftw)
-{
-	(void)st;
-	(void)flag;
-	(void)ftw;
-	return remove(p);
-}
-
-static int setup(void **state)
-{
-	struct fixture *fx = calloc(1, sizeof(*fx));
-	snprintf(fx->dir, sizeof(fx->dir), "/tmp/tern-qtest-XXXXXX");
-	if (mkdtemp(fx->dir) == NULL)
-		return -1;
-	char err[256];
-	char qdir[128];
-	snprintf(qdir, sizeof(qdir), "%s/queue", fx->dir);
-	fx->q = queue_open(qdir, NULL, err, sizeof(err));
-	if (fx->q == NULL)
-		return -1;
-	*state = fx;
-	return 0;
-}
-
-static int teardown(void **state)
-{
-	struct fixture *fx = *state;
-	queue_close(fx->q);
-	nftw(fx->dir, rm_one, 16, FTW_DEPTH | FTW_PHYS);
-	free(fx);
-	return 0;
-}
-
-/* count - entries in queue/<sub> */
-static int count(struct fixture *fx, const char *sub)
-{
-	char p[160];
-	snprintf(p, sizeof(p), "%s/queue/%s", fx->dir, sub);
-	DIR *d = opendir(p);
-	assert_non_null(d);
-	int n = 0;
-	struct dirent *de;
-	while ((de = readdir(d)) != NULL)
-		if (strcmp(de->d_name, ".") != 0 && strcmp(de->d_name, "..") != 0)
-			n++;
-	closedir(d);
-	return n;
-}
-
-static void qpath(struct fixture *fx, char *out, size_t n, const char *sub, const char *name)
-{
-	int r = snprintf(out, n, "%s/queue/%s/%s", fx->dir, sub, name);
-	assert_true(r > 0 && (size_t)r < n);
-}
-
-static int exists(struct fixture *fx, const char *sub, const char *name)
-{
-	char p[200];
-	qpath(fx, p, sizeof(p), sub, name);
-	return access(p, F_OK) == 0;
-}
+#include "qfixture.h"
 
 static void make_env(struct envelope *e, int nrcpts)
 {
