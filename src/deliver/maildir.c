@@ -257,17 +257,21 @@ static int maildir_put(int fd, char *buf, size_t *blen, const char *p, size_t n,
 }
 
 /*
- * maildir_copy - content[off, off+len) of in into out with CRLF -> LF.
+ * maildir_copy - head (hlen bytes, the added header fields) then
+ * content[off, off+len) of in into out with CRLF -> LF, through one
+ * buffer (a small message is one write).
  * A CR at the end of one read is held back until the next byte is known,
  * so a CRLF split across reads is still converted; a lone CR is kept.
  * -1 with errno (EIO for a file shorter than promised).
  */
-static int maildir_copy(int in, off_t off, off_t len, int out, off_t *total)
+static int maildir_copy(const char *head, size_t hlen, int in, off_t off, off_t len, int out, off_t *total)
 {
 	static const char cr = '\r';
 	char ibuf[MAILDIR_IO_BUF];
 	char obuf[MAILDIR_IO_BUF];
 	size_t olen = 0;
+	if (maildir_put(out, obuf, &olen, head, hlen, total) < 0)
+		return -1;
 	int held_cr = 0;
 	off_t done = 0;
 	while (done < len) {
@@ -416,9 +420,21 @@ static int maildir_deliver_named(const char *mail_dir, const char *hostname, con
 		snprintf(err, errlen, "%.300s: path too long", mail_dir);
 		return -1;
 	}
-	if (maildir_prepare(mail_dir, domain_dir, box, err, errlen) < 0)
-		return -1;
 	snprintf(newdir, sizeof(newdir), "%s/new", box);
+	/* the mailbox usually exists: look for it (and make it) only when
+	 * new/ or tmp/ is missing */
+	int ndfd = open(newdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	int prepared = 0;
+	if (ndfd < 0 && errno == ENOENT) {
+		if (maildir_prepare(mail_dir, domain_dir, box, err, errlen) < 0)
+			return -1;
+		prepared = 1;
+		ndfd = open(newdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+	}
+	if (ndfd < 0) {
+		snprintf(err, errlen, "%s: %s", newdir, strerror(errno));
+		return -1;
+	}
 	if (fixed_name) {
 		snprintf(uniq, sizeof(uniq), "%s", fixed_name);
 		if (check_existing) {
@@ -426,36 +442,45 @@ static int maildir_deliver_named(const char *mail_dir, const char *hostname, con
 			 * the queue recorded the delivery: then it is already there */
 			char curdir[PATH_MAX + 8];
 			snprintf(curdir, sizeof(curdir), "%s/cur", box);
-			if (maildir_find(newdir, uniq) || maildir_find(curdir, uniq))
+			if (maildir_find(newdir, uniq) || maildir_find(curdir, uniq)) {
+				close(ndfd);
 				return 0;
+			}
 		}
 	} else {
 		maildir_unique(uniq, sizeof(uniq), hostname);
 	}
 	snprintf(tmp, sizeof(tmp), "%s/tmp/%s", box, uniq);
-	int ndfd = open(newdir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-	if (ndfd < 0) {
-		snprintf(err, errlen, "%s: %s", newdir, strerror(errno));
-		return -1;
-	}
 	/* O_EXCL: never write into someone else's file, even on a name clash;
 	 * a fixed name's own leftover from a crash mid-write (never delivered)
 	 * is removed and the create tried once more */
 	int out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 	if (out < 0 && errno == EEXIST && fixed_name && unlink(tmp) == 0)
 		out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	if (out < 0 && errno == ENOENT && !prepared) {
+		/* tmp/ missing: complete the mailbox, once */
+		if (maildir_prepare(mail_dir, domain_dir, box, err, errlen) < 0) {
+			close(ndfd);
+			return -1;
+		}
+		out = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+	}
 	if (out < 0) {
 		snprintf(err, errlen, "%s: %s", tmp, strerror(errno));
 		close(ndfd);
 		return -1;
 	}
 	off_t total = 0;
-	int hlen = dprintf(out, "Return-Path: <%s>\nDelivered-To: %s\n", return_path, account);
 	const char *step = tmp;
-	if (hlen < 0)
+	char *head = NULL;
+	int hlen = asprintf(&head, "Return-Path: <%s>\nDelivered-To: %s\n", return_path, account);
+	if (hlen < 0) {
+		errno = ENOMEM;
 		goto fail;
-	total = hlen;
-	if (maildir_copy(fd, off, len, out, &total) < 0)
+	}
+	int r = maildir_copy(head, (size_t)hlen, fd, off, len, out, &total);
+	free(head);
+	if (r < 0)
 		goto fail;
 	/* the file must be on disk before its name appears in new/ */
 	if (fsync(out) < 0)

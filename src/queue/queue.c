@@ -483,21 +483,28 @@ int queue_msg_remove(struct queue *q, const char *qid)
 }
 
 /* queue_pool_reusable - dir/name is a plain file with one link, small
- * enough to keep */
-static int queue_pool_reusable(int dir_fd, const char *name)
+ * enough to keep; *size is its size */
+static int queue_pool_reusable(int dir_fd, const char *name, off_t *size)
 {
 	struct stat st;
-	return fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1 &&
-	       st.st_size <= (off_t)QUEUE_POOL_FILE_MAX;
+	if (fstatat(dir_fd, name, &st, AT_SYMLINK_NOFOLLOW) < 0 || !S_ISREG(st.st_mode) || st.st_nlink != 1 ||
+	    st.st_size > (off_t)QUEUE_POOL_FILE_MAX)
+		return 0;
+	*size = st.st_size;
+	return 1;
 }
 
-/* queue_pool_push - remember a name now in free/: 0, or -1 when full */
-static int queue_pool_push(struct queue *q, const char *name)
+/* queue_pool_push - remember a name now in free/ holding kept bytes: 0,
+ * or -1 when full */
+static int queue_pool_push(struct queue *q, const char *name, uint64_t kept)
 {
 	pthread_mutex_lock(&q->pool_mu);
 	int full = q->npool >= QUEUE_POOL_MAX;
-	if (!full)
-		snprintf(q->pool[q->npool++], QUEUE_ID_MAX, "%s", name);
+	if (!full) {
+		snprintf(q->pool[q->npool].name, QUEUE_ID_MAX, "%s", name);
+		q->pool[q->npool++].kept = kept;
+		q->pool_kept += kept;
+	}
 	pthread_mutex_unlock(&q->pool_mu);
 	return full ? -1 : 0;
 }
@@ -506,10 +513,22 @@ int queue_pool_get(struct queue *q, char out[QUEUE_ID_MAX])
 {
 	pthread_mutex_lock(&q->pool_mu);
 	int have = q->npool > 0;
-	if (have)
-		memcpy(out, q->pool[--q->npool], QUEUE_ID_MAX);
+	if (have) {
+		struct queue_pooled *e = &q->pool[--q->npool];
+		memcpy(out, e->name, QUEUE_ID_MAX);
+		q->pool_kept -= e->kept;
+	}
 	pthread_mutex_unlock(&q->pool_mu);
 	return have;
+}
+
+/* queue_pool_keep - may a file of size bytes keep its blocks in the pool? */
+static int queue_pool_keep(struct queue *q, off_t size)
+{
+	pthread_mutex_lock(&q->pool_mu);
+	int keep = size <= (off_t)QUEUE_POOL_KEEP_MAX && q->pool_kept + (uint64_t)size <= QUEUE_POOL_KEEP_BYTES;
+	pthread_mutex_unlock(&q->pool_mu);
+	return keep;
 }
 
 int queue_pool_put(struct queue *q, int dir_fd, const char *name)
@@ -517,17 +536,27 @@ int queue_pool_put(struct queue *q, int dir_fd, const char *name)
 	pthread_mutex_lock(&q->pool_mu);
 	int full = q->npool >= QUEUE_POOL_MAX;
 	pthread_mutex_unlock(&q->pool_mu);
-	if (full || !queue_id_valid(name) || !queue_pool_reusable(dir_fd, name))
+	off_t size = 0;
+	if (full || !queue_id_valid(name) || !queue_pool_reusable(dir_fd, name, &size))
 		return -1;
-	/* NOREPLACE: a name already in free/ (another process's) stays */
-	if (renameat2(dir_fd, name, q->free_fd, name, RENAME_NOREPLACE) < 0)
+	/* NOREPLACE: a name already in free/ (another process's) stays; a
+	 * reused file given back unused is there already */
+	if (dir_fd != q->free_fd && renameat2(dir_fd, name, q->free_fd, name, RENAME_NOREPLACE) < 0)
 		return -1;
-	/* the pool keeps inodes, not disk space: emptied, the file holds no
-	 * blocks (and no old message) while it waits, and a full disk stays
-	 * full for new messages */
-	int fd = openat(q->free_fd, name, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
-	if (fd < 0 || close(fd) < 0 || queue_pool_push(q, name) < 0)
-		unlinkat(q->free_fd, name, 0); /* or filled up meanwhile */
+	/* a small file keeps its blocks for the next message to overwrite
+	 * (within the pool's byte budget, so that a full disk gets little
+	 * back from the pool); a larger one is emptied: the pool then keeps
+	 * its inode, not its disk space */
+	if (size > 0 && !queue_pool_keep(q, size)) {
+		int fd = openat(q->free_fd, name, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0 || close(fd) < 0) {
+			unlinkat(q->free_fd, name, 0);
+			return 0;
+		}
+		size = 0;
+	}
+	if (queue_pool_push(q, name, (uint64_t)size) < 0)
+		unlinkat(q->free_fd, name, 0); /* filled up meanwhile */
 	return 0;
 }
 
@@ -719,6 +748,7 @@ static int queue_scan_free(struct queue *q, char *err, size_t errlen)
 		return -1;
 	pthread_mutex_lock(&q->pool_mu);
 	q->npool = 0;
+	q->pool_kept = 0;
 	pthread_mutex_unlock(&q->pool_mu);
 	for (size_t i = 0; i < n; i++) {
 		if (queue_id_valid(v[i]) && faccessat(q->msg_fd, v[i], F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
@@ -729,8 +759,15 @@ static int queue_scan_free(struct queue *q, char *err, size_t errlen)
 			queue_set_aside(q, q->free_fd, v[i], ".free");
 			continue;
 		}
-		if (queue_id_valid(v[i]) && queue_pool_reusable(q->free_fd, v[i]) && queue_pool_push(q, v[i]) == 0)
-			continue;
+		off_t size = 0;
+		if (queue_id_valid(v[i]) && queue_pool_reusable(q->free_fd, v[i], &size)) {
+			if (size > 0 && !queue_pool_keep(q, size)) {
+				int fd = openat(q->free_fd, v[i], O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
+				size = fd >= 0 && close(fd) == 0 ? 0 : -1;
+			}
+			if (size >= 0 && queue_pool_push(q, v[i], (uint64_t)size) == 0)
+				continue;
+		}
 		unlinkat(q->free_fd, v[i], 0);
 	}
 	queue_list_free(v, n);

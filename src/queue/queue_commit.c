@@ -1,15 +1,16 @@
 /*
  * queue_commit - receiving a message into the queue and making it durable.
  *
- * A message is written to tmp/QID through a 64 KiB buffer: the envelope
- * header, QUEUE_RESERVE NUL bytes reserved for text to prepend
- * (queue_file_prepend), then the content. tmp/QID is an (emptied) file of
- * the free/ pool renamed there (no inode allocated or freed per message),
- * or else created O_EXCL. At
- * commit the prepend is written right-aligned into the reserve (so it joins
- * the content), the end marker with the gap and the length is appended and
- * flushed, the file is fdatasync'd, renamed to msg/QID and msg/ is
- * fsync'd. Only then is done(arg, 0, NULL) called and may the client hear
+ * A message is written through a 64 KiB buffer: the envelope header,
+ * QUEUE_RESERVE NUL bytes reserved for text to prepend
+ * (queue_file_prepend), then the content. The file is one of the free/
+ * pool, written in place under its old name (no inode allocated or freed
+ * per message, its blocks overwritten, no rename before the commit), or
+ * else tmp/QID created O_EXCL. At commit the prepend is written
+ * right-aligned into the reserve (so it joins the content), the end marker
+ * with the gap and the length is appended and flushed, a reused file is
+ * cut to size if it was longer, the file is fdatasync'd, renamed to
+ * msg/QID and msg/ is fsync'd. Only then is done(arg, 0, NULL) called and may the client hear
  * 250. The fsync steps run on QUEUE_COMMIT_THREADS commit threads, each
  * taking one waiting file at a time, so the flushes of concurrent messages
  * are in flight together; the fsync of msg/ is shared by every rename that
@@ -53,7 +54,9 @@ struct queue_file {
 	struct queue *q;
 	struct envelope *env; /* the caller's, valid until commit or abort */
 	char qid[QUEUE_ID_MAX];
-	int fd;      /* tmp/QID, read-write (the copy path reads it back) */
+	int fd;      /* the file, read-write (the copy path reads it back) */
+	int dfd;     /* where it is: tmp/ (as QID) or free/ (a reused file, */
+	char name[QUEUE_ID_MAX]; /* under its old name) */
 	int old_fd;  /* content before the last restart, or -1 */
 	char *buf;
 	size_t blen;
@@ -64,6 +67,7 @@ struct queue_file {
 	size_t pre_len;
 	int copy;    /* the prepend does not fit: the commit thread copies */
 	int reused;  /* fd is a non-empty file from free/: cut it to size at commit */
+	off_t old_size; /* its size then */
 	int err;     /* errno of the first failure, 0 while all is well */
 	int renamed; /* msg/QID exists (undo it if the directory sync fails) */
 	char reason[QUEUE_REASON_MAX];
@@ -148,21 +152,16 @@ static int qf_start(struct queue_file *f)
 	return r < 0 ? -1 : qf_put(f, zeros, sizeof(zeros));
 }
 
-/* qf_reuse - a file from free/ as tmp/QID, open for writing from the
- * start (empty, or its old bytes overwritten and the rest cut off at
- * commit: *size is how many it had): no inode to allocate now nor to free
- * later. -1 when the pool has none. */
-static int qf_reuse(struct queue *q, const char *qid, off_t *size)
+/* qf_reuse - a file from free/, written where it is (free/NAME, its name
+ * in *name) and open for writing from the start (empty, or its old bytes
+ * overwritten and the rest cut off at commit: *size is how many it had):
+ * no inode to allocate now nor to free later, no rename until the commit.
+ * A crash while it is written leaves it in free/, where queue_scan takes
+ * it back. -1 when the pool has none. */
+static int qf_reuse(struct queue *q, char name[QUEUE_ID_MAX], off_t *size)
 {
-	char name[QUEUE_ID_MAX];
 	while (queue_pool_get(q, name)) {
-		/* NOREPLACE: never over a file someone else is writing */
-		if (renameat2(q->free_fd, name, q->tmp_fd, qid, RENAME_NOREPLACE) < 0) {
-			if (errno == EEXIST)
-				return -1; /* (the name stays in free/ for the next start) */
-			continue;          /* gone: the next one */
-		}
-		int fd = openat(q->tmp_fd, qid, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
+		int fd = openat(q->free_fd, name, O_RDWR | O_NOFOLLOW | O_CLOEXEC);
 		struct stat st;
 		if (fd >= 0 && fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_nlink == 1) {
 			*size = st.st_size;
@@ -170,7 +169,8 @@ static int qf_reuse(struct queue *q, const char *qid, off_t *size)
 		}
 		if (fd >= 0)
 			close(fd);
-		unlinkat(q->tmp_fd, qid, 0);
+		if (fd >= 0 || errno != ENOENT)
+			unlinkat(q->free_fd, name, 0);
 	}
 	return -1;
 }
@@ -183,33 +183,34 @@ struct queue_file *queue_file_create(struct queue *q, struct envelope *env, char
 	}
 	if (env->arrival == 0)
 		env->arrival = time(NULL);
-	int fd = -1, reused = 0;
 	off_t old_size = 0;
-	char qid[QUEUE_ID_MAX];
-	for (int tries = 0; fd < 0; tries++) {
+	char qid[QUEUE_ID_MAX], name[QUEUE_ID_MAX];
+	int fd = qf_reuse(q, name, &old_size), reused = fd >= 0;
+	for (int tries = 0;; tries++) {
 		if (tries == 100) {
+			if (fd >= 0)
+				close(fd); /* (a reused file stays in free/ for the next start) */
 			snprintf(err, errlen, "no unused queue id after 100 tries");
 			errno = EEXIST;
 			return NULL;
 		}
 		queue_id_new(q, qid);
-		fd = qf_reuse(q, qid, &old_size);
-		reused = fd >= 0;
+		/* the ID must be new in msg/ (IDs of another process, a clock
+		 * stepped back); the commit's rename never replaces a message
+		 * anyway */
+		if (faccessat(q->msg_fd, qid, F_OK, AT_SYMLINK_NOFOLLOW) == 0)
+			continue;
+		if (reused)
+			break;
 		/* O_EXCL: two receivers can never share a file */
-		if (fd < 0)
-			fd = openat(q->tmp_fd, qid, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
-		if (fd < 0 && errno != EEXIST) {
+		fd = openat(q->tmp_fd, qid, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+		if (fd >= 0)
+			break;
+		if (errno != EEXIST) {
 			int e = errno;
 			snprintf(err, errlen, "create %s/tmp/%s: %s", q->dir, qid, strerror(e));
 			errno = e;
 			return NULL;
-		}
-		/* and the name must be new in msg/ too (IDs of another process,
-		 * a clock stepped back): the rename must never replace a message */
-		if (fd >= 0 && faccessat(q->msg_fd, qid, F_OK, AT_SYMLINK_NOFOLLOW) == 0) {
-			close(fd);
-			unlinkat(q->tmp_fd, qid, 0);
-			fd = -1;
 		}
 	}
 	memcpy(env->qid, qid, sizeof(qid));
@@ -217,7 +218,10 @@ struct queue_file *queue_file_create(struct queue *q, struct envelope *env, char
 	f->q = q;
 	f->env = env;
 	f->fd = fd;
+	f->dfd = reused ? q->free_fd : q->tmp_fd;
+	memcpy(f->name, reused ? name : qid, QUEUE_ID_MAX);
 	f->reused = reused && old_size > 0;
+	f->old_size = old_size;
 	f->old_fd = -1;
 	memcpy(f->qid, qid, sizeof(qid));
 	f->buf = xmalloc(QUEUE_WBUF_SIZE);
@@ -283,7 +287,7 @@ int queue_file_restart(struct queue_file *f, int *old_fd, off_t *old_off, off_t 
 	}
 	/* the old name goes first: tmp/QID is then always the current file,
 	 * and a crash leaves at most it (removed at start-up, never delivered) */
-	if (unlinkat(q->tmp_fd, f->qid, 0) < 0 && errno != ENOENT) {
+	if (unlinkat(f->dfd, f->name, 0) < 0 && errno != ENOENT) {
 		qf_fail(f, errno, "unlink tmp/");
 		errno = f->err;
 		return -1;
@@ -298,6 +302,8 @@ int queue_file_restart(struct queue_file *f, int *old_fd, off_t *old_off, off_t 
 		close(f->old_fd);
 	f->old_fd = f->fd;
 	*old_fd = f->fd;
+	f->dfd = q->tmp_fd;
+	memcpy(f->name, f->qid, QUEUE_ID_MAX);
 	*old_off = (off_t)f->cstart;
 	*old_len = (off_t)f->content_len;
 	f->fd = fd;
@@ -317,8 +323,8 @@ void queue_file_abort(struct queue_file *f)
 		return;
 	/* never acknowledged: nothing to keep (and queue_scan would remove
 	 * it); the file itself may serve the next message */
-	if (f->fd >= 0 && (f->err || queue_pool_put(f->q, f->q->tmp_fd, f->qid) < 0))
-		unlinkat(f->q->tmp_fd, f->qid, 0);
+	if (f->fd >= 0 && (f->err || queue_pool_put(f->q, f->dfd, f->name) < 0))
+		unlinkat(f->dfd, f->name, 0);
 	qf_free(f);
 }
 
@@ -362,7 +368,7 @@ static int qf_copy_range(int from, off_t off, int to, uint64_t n)
  * (gap 0); the old file's name goes first, its descriptor is the source. */
 static int qf_copy(struct queue *q, struct queue_file *f)
 {
-	if (unlinkat(q->tmp_fd, f->qid, 0) < 0 && errno != ENOENT) {
+	if (unlinkat(f->dfd, f->name, 0) < 0 && errno != ENOENT) {
 		qf_fail(f, errno, "unlink tmp/");
 		return -1;
 	}
@@ -383,6 +389,8 @@ static int qf_copy(struct queue *q, struct queue_file *f)
 	}
 	close(f->fd);
 	f->fd = fd;
+	f->dfd = q->tmp_fd;
+	memcpy(f->name, f->qid, QUEUE_ID_MAX);
 	f->reused = 0;
 	return 0;
 }
@@ -427,8 +435,9 @@ static void qf_commit_one(struct queue *q, struct queue_file *f)
 		goto drop;
 	if (f->copy && qf_copy(q, f) < 0)
 		goto drop;
-	/* a reused file may be longer than this message: cut the rest */
-	if (f->reused && ftruncate(f->fd, f->boff) < 0) {
+	/* a reused file may be longer than this message: cut the rest (a
+	 * file as long stays as it is: no metadata to write) */
+	if (f->reused && f->old_size > f->boff && ftruncate(f->fd, f->boff) < 0) {
 		qf_fail(f, errno, "truncate tmp/");
 		goto drop;
 	}
@@ -449,9 +458,9 @@ static void qf_commit_one(struct queue *q, struct queue_file *f)
 	 * NOREPLACE: a committed message is never overwritten. tmp/ is not
 	 * synced: if the old name survives a crash next to the new one,
 	 * queue_scan removes it from tmp/ and msg/ keeps the inode. */
-	r = renameat2(q->tmp_fd, f->qid, q->msg_fd, f->qid, RENAME_NOREPLACE);
+	r = renameat2(f->dfd, f->name, q->msg_fd, f->qid, RENAME_NOREPLACE);
 	if (r < 0 && (errno == EINVAL || errno == ENOSYS))
-		r = renameat(q->tmp_fd, f->qid, q->msg_fd, f->qid);
+		r = renameat(f->dfd, f->name, q->msg_fd, f->qid);
 	if (r < 0) {
 		qf_fail(f, errno, "rename to msg/");
 		goto drop;
@@ -467,7 +476,7 @@ static void qf_commit_one(struct queue *q, struct queue_file *f)
 	unlinkat(q->msg_fd, f->qid, 0);
 	return;
 drop:
-	unlinkat(q->tmp_fd, f->qid, 0);
+	unlinkat(f->dfd, f->name, 0);
 }
 
 /* qf_done_run - call done() for each file of a list, then free them */
@@ -658,7 +667,7 @@ void queue_file_commit(struct queue_file *f, queue_commit_done done, void *arg)
 	}
 	if (f->err) {
 		/* already failed: no disk work, but still answer from the loop */
-		unlinkat(q->tmp_fd, f->qid, 0);
+		unlinkat(f->dfd, f->name, 0);
 		qf_done_push(q, f);
 		return;
 	}

@@ -28,13 +28,17 @@
 #define QUEUE_WBUF_SIZE (64u * 1024)
 #define QUEUE_REASON_MAX 256
 
-/* free/: finished queue files kept (up to QUEUE_POOL_MAX, emptied: the
- * pool keeps inodes, not disk space) to be written by new messages instead
- * of allocating and freeing an inode per message; a file over
- * QUEUE_POOL_FILE_MAX bytes is removed instead (freeing its blocks costs
- * the same either way) */
+/* free/: finished queue files kept (up to QUEUE_POOL_MAX) to be written
+ * by new messages instead of allocating and freeing an inode per message;
+ * a file over QUEUE_POOL_FILE_MAX bytes is removed instead (freeing its
+ * blocks costs the same either way). A kept file of at most
+ * QUEUE_POOL_KEEP_MAX bytes keeps its blocks too, while the pool holds at
+ * most QUEUE_POOL_KEEP_BYTES so (the next message overwrites them: no block
+ * freed, discarded and allocated again per message); others are emptied */
 #define QUEUE_POOL_MAX 256
 #define QUEUE_POOL_FILE_MAX (256u * 1024)
+#define QUEUE_POOL_KEEP_MAX (64u * 1024)
+#define QUEUE_POOL_KEEP_BYTES (4u << 20)
 /* commit threads: each makes one file durable at a time, so the flushes
  * of several messages are in flight together (the block layer merges
  * them; one thread would wait for each in turn) */
@@ -44,10 +48,15 @@ struct queue {
 	char *dir;
 	int dir_fd, tmp_fd, msg_fd, state_fd, corrupt_fd, free_fd;
 
-	/* names in free/ we may take (a stack; any thread) */
+	/* names in free/ we may take (a stack; any thread), each with the
+	 * bytes it kept; pool_kept is their sum */
 	pthread_mutex_t pool_mu;
-	char (*pool)[QUEUE_ID_MAX];
+	struct queue_pooled {
+		char name[QUEUE_ID_MAX];
+		uint64_t kept;
+	} *pool;
 	size_t npool;
+	uint64_t pool_kept;
 	struct event_base *base; /* NULL: synchronous commits */
 
 	pthread_mutex_t id_mu;

@@ -208,11 +208,14 @@ def test_disk_full_queue_refuses_then_recovers(tmpfs, ternd_factory, tern_root, 
     for i in range(6):
         mid = f"full-small-{i}@example.test"
         results.append((mid,) + smtp_send(t.port, mid, body="small\r\n"))
-    # refill whatever delivery may have freed, then try again
+    # refill whatever delivery may have freed, then try again, with
+    # messages larger than any file the queue's free/ pool keeps with its
+    # blocks (64 KiB): a smaller one may be written into space the queue
+    # already holds, which is no more a full disk for it
     fs.fill()
     for i in range(3):
         mid = f"full-zero-{i}@example.test"
-        results.append((mid,) + smtp_send(t.port, mid, body=big * 100))
+        results.append((mid,) + smtp_send(t.port, mid, body=big * 1000))
 
     acked = [r[0] for r in results if r[1] == "data" and r[2] == 250]
     refused = [r for r in results if not (r[1] == "data" and r[2] == 250)]

@@ -191,6 +191,69 @@ static void test_deliver_basic(void **state)
 	close(fd);
 }
 
+/* test_deliver_completes_mailbox - a mailbox missing tmp/ (or new/) is
+ * completed by the delivery, which then succeeds; a huge return path
+ * (header fields longer than the copy buffer) is written whole */
+static void test_deliver_completes_mailbox(void **state)
+{
+	struct tmpdir *t = *state;
+	char mail_dir[512], box[600], sub[700], names[4][512];
+	snprintf(mail_dir, sizeof(mail_dir), "%s/mail", t->path);
+	snprintf(box, sizeof(box), "%s/example.test/carol", mail_dir);
+	const char body[] = "Subject: x\r\n\r\nbody\r\n";
+	int fd = content_fd(t->path, "", body, sizeof(body) - 1, "");
+	char err[512] = "";
+	assert_int_equal(maildir_deliver(mail_dir, "mx", "carol@example.test", fd, 0, (off_t)(sizeof(body) - 1),
+					 "a@b.test", err, sizeof(err)),
+			 0);
+	const char *gone[] = {"tmp", "new"};
+	for (int i = 0; i < 2; i++) {
+		snprintf(sub, sizeof(sub), "%s/new", box);
+		int n = list_dir(sub, names, 4);
+		for (int j = 0; j < n; j++) {
+			char f[1300];
+			snprintf(f, sizeof(f), "%s/%s", sub, names[j]);
+			assert_int_equal(unlink(f), 0);
+		}
+		snprintf(sub, sizeof(sub), "%s/%s", box, gone[i]);
+		assert_int_equal(rmdir(sub), 0);
+		assert_int_equal(maildir_deliver(mail_dir, "mx", "carol@example.test", fd, 0,
+						 (off_t)(sizeof(body) - 1), "a@b.test", err, sizeof(err)),
+				 0);
+		struct stat st;
+		assert_int_equal(stat(sub, &st), 0);
+		snprintf(sub, sizeof(sub), "%s/new", box);
+		assert_int_equal(list_dir(sub, names, 4), 1);
+	}
+	/* return path of 40,000 bytes: more than the 32 KiB buffer */
+	size_t n = 40000;
+	char *rp = malloc(n + 1);
+	memset(rp, 'r', n);
+	rp[n] = '\0';
+	assert_int_equal(maildir_deliver(mail_dir, "mx", "carol@example.test", fd, 0, (off_t)(sizeof(body) - 1), rp,
+					 err, sizeof(err)),
+			 0);
+	snprintf(sub, sizeof(sub), "%s/new", box);
+	assert_int_equal(list_dir(sub, names, 4), 2);
+	size_t total = 0;
+	for (int j = 0; j < 2; j++) {
+		char f[1300];
+		snprintf(f, sizeof(f), "%s/%s", sub, names[j]);
+		size_t len;
+		char *got = read_all(f, &len);
+		if (len > n) {
+			assert_memory_equal(got, "Return-Path: <", 14);
+			assert_memory_equal(got + 14, rp, n);
+			assert_non_null(strstr(got, ">\nDelivered-To: carol@example.test\nSubject: x\n\nbody\n"));
+		}
+		total += len;
+		free(got);
+	}
+	assert_true(total > n);
+	free(rp);
+	close(fd);
+}
+
 static void test_deliver_crlf_boundaries(void **state)
 {
 	struct tmpdir *t = *state;
@@ -467,6 +530,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_setup_teardown(test_deliver_basic, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deliver_completes_mailbox, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_crlf_boundaries, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_hostname_escape, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_refused, setup, teardown),

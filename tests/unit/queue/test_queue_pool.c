@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -72,6 +73,24 @@ static void expect_content(struct fixture *fx, const char *qid, char c, size_t n
 	close(fd);
 }
 
+/* free_bytes - the sum of the sizes of the files in free/ */
+static uint64_t free_bytes(struct fixture *fx)
+{
+	char p[200];
+	qpath(fx, p, sizeof(p), "free", "");
+	DIR *d = opendir(p);
+	assert_non_null(d);
+	uint64_t sum = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		struct stat st;
+		if (e->d_name[0] != '.' && fstatat(dirfd(d), e->d_name, &st, 0) == 0)
+			sum += (uint64_t)st.st_size;
+	}
+	closedir(d);
+	return sum;
+}
+
 static void test_finish_reuses_the_file(void **state)
 {
 	struct fixture *fx = *state;
@@ -85,13 +104,14 @@ static void test_finish_reuses_the_file(void **state)
 	assert_false(exists(fx, "msg", a.qid));
 	assert_false(exists(fx, "state", a.qid));
 	assert_true(exists(fx, "free", a.qid));
-	/* kept empty: the pool holds inodes, not disk space (nor old mail) */
+	/* a small file keeps its blocks: the next message overwrites them
+	 * (nothing freed, discarded and allocated again) */
 	char p[200];
 	struct stat st;
 	qpath(fx, p, sizeof(p), "free", a.qid);
 	assert_int_equal(stat(p, &st), 0);
-	assert_int_equal(st.st_size, 0);
-	assert_int_equal(st.st_blocks, 0);
+	assert_true(st.st_size > 20000);
+	assert_true(st.st_blocks > 0);
 	/* the next message is written into it: same inode, shorter, cut */
 	commit_msg(fx, &b, 'b', 100);
 	assert_int_equal(inode(fx, "msg", b.qid), ino);
@@ -103,6 +123,17 @@ static void test_finish_reuses_the_file(void **state)
 	env_free(&l);
 	/* and longer again, synced removal this time */
 	assert_int_equal(queue_msg_finish(fx->q, b.qid, 1), 0);
+	commit_msg(fx, &c, 'c', 70000);
+	assert_int_equal(inode(fx, "msg", c.qid), ino);
+	expect_content(fx, c.qid, 'c', 70000);
+	/* over QUEUE_POOL_KEEP_MAX: kept emptied, the pool holds its inode,
+	 * not its disk space */
+	assert_int_equal(queue_msg_finish(fx->q, c.qid, 0), 0);
+	qpath(fx, p, sizeof(p), "free", c.qid);
+	assert_int_equal(stat(p, &st), 0);
+	assert_int_equal(st.st_size, 0);
+	assert_int_equal(st.st_blocks, 0);
+	env_free(&c);
 	commit_msg(fx, &c, 'c', 50000);
 	assert_int_equal(inode(fx, "msg", c.qid), ino);
 	expect_content(fx, c.qid, 'c', 50000);
@@ -150,6 +181,16 @@ static void test_abort_and_large(void **state)
 	}
 	assert_int_equal(count(fx, "free"), QUEUE_POOL_MAX);
 	free(many);
+	/* the blocks it keeps are bounded too: QUEUE_POOL_KEEP_BYTES */
+	struct envelope mid[100];
+	for (int i = 0; i < 100; i++)
+		commit_msg(fx, &mid[i], 'k', 60000);
+	for (int i = 0; i < 100; i++) {
+		assert_int_equal(queue_msg_finish(fx->q, mid[i].qid, 0), 0);
+		env_free(&mid[i]);
+	}
+	assert_true(free_bytes(fx) <= QUEUE_POOL_KEEP_BYTES);
+	assert_true(free_bytes(fx) >= QUEUE_POOL_KEEP_BYTES - 2 * QUEUE_POOL_KEEP_MAX);
 	env_free(&a);
 	env_free(&b);
 	env_free(&big);
@@ -169,12 +210,15 @@ static void test_reuse_refuses_linked(void **state)
 	snprintf(p2, sizeof(p2), "%s/second-name", fx->dir);
 	assert_int_equal(link(p, p2), 0);
 	ino_t ino = inode(fx, "free", a.qid);
+	struct stat st;
+	assert_int_equal(stat(p2, &st), 0);
+	off_t size = st.st_size;
 	commit_msg(fx, &b, 'b', 10);
 	assert_true(inode(fx, "msg", b.qid) != ino);
 	expect_content(fx, b.qid, 'b', 10);
-	struct stat st;
+	/* the other name's file is as it was: not written */
 	assert_int_equal(stat(p2, &st), 0);
-	assert_int_equal(st.st_size, 0);
+	assert_int_equal(st.st_size, size);
 	assert_int_equal(st.st_ino, ino);
 	env_free(&a);
 	env_free(&b);
@@ -192,11 +236,13 @@ static void test_scan_free(void **state)
 {
 	struct fixture *fx = *state;
 	char err[256], p[200], p2[200];
-	struct envelope a, b, c, d, e;
+	struct envelope a, b, c, d, e, g;
 	commit_msg(fx, &a, 'a', 10);
 	commit_msg(fx, &b, 'b', 10);
-	commit_msg(fx, &c, 'c', 10);
+	/* over QUEUE_POOL_KEEP_MAX: emptied when finished */
+	commit_msg(fx, &c, 'c', QUEUE_POOL_KEEP_MAX + 1);
 	commit_msg(fx, &e, 'e', 10);
+	commit_msg(fx, &g, 'g', 10);
 	assert_int_equal(queue_msg_finish(fx->q, a.qid, 0), 0);
 	assert_int_equal(queue_msg_finish(fx->q, b.qid, 0), 0);
 	/* b's removal undone half by a crash: the name is in msg/ as well */
@@ -231,15 +277,22 @@ static void test_scan_free(void **state)
 	qpath(fx, p, sizeof(p), "state", c.qid);
 	fd = open(p, O_WRONLY | O_CREAT, 0600);
 	close(fd);
+	/* g's (a small file, kept whole) undone as well: the message is back,
+	 * found and delivered again (queue_msg_finish without sync says so) */
+	assert_int_equal(queue_msg_finish(fx->q, g.qid, 0), 0);
+	qpath(fx, p, sizeof(p), "free", g.qid);
+	qpath(fx, p2, sizeof(p2), "msg", g.qid);
+	assert_int_equal(rename(p, p2), 0);
 
 	found_n = 0;
 	assert_int_equal(queue_scan(fx->q, on_found, NULL, err, sizeof(err)), 0);
-	/* only e: the emptied c and b are removed from msg/ (nothing to
-	 * deliver), not set aside as corrupt */
-	assert_int_equal(found_n, 1);
+	/* e, g and b (whole in msg/, delivered again): the emptied c is
+	 * removed from msg/ (nothing to deliver), not set aside as corrupt */
+	assert_int_equal(found_n, 3);
+	expect_content(fx, g.qid, 'g', 10);
+	expect_content(fx, b.qid, 'b', 10);
 	assert_false(exists(fx, "msg", c.qid));
 	assert_false(exists(fx, "state", c.qid));
-	assert_false(exists(fx, "msg", b.qid));
 	assert_false(exists(fx, "corrupt", c.qid));
 	assert_false(exists(fx, "corrupt", b.qid));
 	/* b's free/ name (the same inode) set aside, untouched; the others
@@ -255,10 +308,56 @@ static void test_scan_free(void **state)
 	expect_content(fx, d.qid, 'd', 5);
 	expect_content(fx, e.qid, 'e', 10);
 	env_free(&e);
+	env_free(&g);
 	env_free(&a);
 	env_free(&b);
 	env_free(&c);
 	env_free(&d);
+}
+
+/* test_reuse_in_place_and_crash - a reused file is written where it is
+ * (free/, nothing in tmp/) and only then renamed to msg/QID; a crash while
+ * it is written (the queue closed with neither commit nor abort) leaves it
+ * in free/, from where the next start takes it back: nothing delivered,
+ * nothing lost, the inode reused */
+static void test_reuse_in_place_and_crash(void **state)
+{
+	struct fixture *fx = *state;
+	char err[256];
+	struct envelope a, b, c;
+	commit_msg(fx, &a, 'a', 9000);
+	ino_t ino = inode(fx, "msg", a.qid);
+	assert_int_equal(queue_msg_finish(fx->q, a.qid, 0), 0);
+	/* the "crash": a child process writes it and dies */
+	pid_t pid = fork();
+	assert_true(pid >= 0);
+	if (pid == 0) {
+		make_env(&b);
+		struct queue_file *f = queue_file_create(fx->q, &b, err, sizeof(err));
+		char body[3000];
+		memset(body, 'b', sizeof(body));
+		int ok = f && count(fx, "tmp") == 0 && count(fx, "free") == 1 && inode(fx, "free", a.qid) == ino &&
+			 queue_file_write(f, body, sizeof(body)) == 0;
+		_exit(ok ? 0 : 1);
+	}
+	int status;
+	assert_int_equal(waitpid(pid, &status, 0), pid);
+	assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+	queue_close(fx->q);
+	fx->q = queue_open(fx->qdir, NULL, err, sizeof(err));
+	assert_non_null(fx->q);
+	found_n = 0;
+	assert_int_equal(queue_scan(fx->q, on_found, NULL, err, sizeof(err)), 0);
+	assert_int_equal(found_n, 0);
+	assert_int_equal(count(fx, "msg"), 0);
+	assert_int_equal(count(fx, "free"), 1);
+	/* and the next message takes it, cut to its own size */
+	commit_msg(fx, &c, 'c', 100);
+	assert_int_equal(inode(fx, "msg", c.qid), ino);
+	expect_content(fx, c.qid, 'c', 100);
+	assert_int_equal(count(fx, "free"), 0);
+	env_free(&a);
+	env_free(&c);
 }
 
 int main(void)
@@ -269,6 +368,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_abort_and_large, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_reuse_refuses_linked, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_scan_free, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_reuse_in_place_and_crash, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
