@@ -4,14 +4,18 @@
  * written, the file fsync'd, renamed into msg/, and msg/ fsync'd.
  *
  * Layout under queue_dir:
- *   tmp/QID     being received (O_EXCL); never delivered; removed at start
+ *   tmp/QID     being received in a new file (O_EXCL); never delivered;
+ *               removed at start
  *   msg/QID     committed: versioned envelope, (gap,) content, end marker;
  *               immutable (format: queue_env.c)
  *   state/QID   append-only recipient progress log (one record a line,
  *               a torn last line is ignored: at worst a delivery repeats)
  *   corrupt/    files that failed to parse, set aside, never delivered
- *   free/       finished queue files kept, emptied, to be reused by new
- *               ones (no inode allocated and freed per message); never read
+ *   free/       finished queue files kept to be reused by new ones (no
+ *               inode allocated and freed per message; a small one keeps
+ *               its blocks, which the next message overwrites); a new
+ *               message is written in place there and renamed to msg/QID
+ *               at commit; never read
  *
  * Commits go through a few commit threads (their flushes in flight
  * together) that share one directory fsync among all messages waiting at
