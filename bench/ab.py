@@ -9,7 +9,7 @@ machine (other jobs, page cache, the filesystem's state) falls on every
 build alike. Standard library only; uses bench.py's Tern and load driver.
 
 Usage (as root, like bench.py):
-  bench/ab.py --build NAME=/path/to/ternd [--build NAME2=...] \\
+  bench/ab.py --build NAME=/path/to/ternd [--build NAME2=...?key=value] \\
       [--shapes s10_m1,s50_m1] [--msgs 3000] [--rounds 5] [--json out.json]
 
 Output: per build and shape, accepted msg/s, end-to-end s and CPU s per
@@ -59,7 +59,8 @@ def perf_counts(path, msgs):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--build", action="append", required=True,
-                    help="NAME=/path/to/ternd (ternctl beside it)")
+                    help="NAME=/path/to/ternd (ternctl beside it), optionally "
+                         "followed by ?key=value&key=value: ternd options of this build only")
     ap.add_argument("--shapes", default="s10_m1")
     ap.add_argument("--msgs", type=int, default=3000)
     ap.add_argument("--rounds", type=int, default=5)
@@ -68,19 +69,28 @@ def main():
     ap.add_argument("--json")
     ap.add_argument("--syscalls", action="store_true")
     ap.add_argument("--tmp", default="/var/tmp")
+    ap.add_argument("--keep", action="store_true",
+                    help="leave the run directories (no inodes freed for the next run to scan past "
+                         "on ext4 without a journal; remove them yourself later)")
     ap.add_argument("--timeout", type=int, default=300)
     args = ap.parse_args()
     if os.geteuid() != 0:
         sys.exit("ab: run as root")
-    builds = []
+    builds, build_opts = [], {}
     for b in args.build:
         name, _, path = b.partition("=")
+        path, _, extra = path.partition("?")
+        build_opts[name] = [kv for kv in extra.split("&") if kv]
         builds.append((name, path, os.path.join(os.path.dirname(path), "ternctl")))
     shapes = [sh for sh in bench.SHAPES_ALL if bench.shape_key(*sh) in args.shapes.split(",")]
     signal.signal(signal.SIGTERM, bench.on_signal)
     signal.signal(signal.SIGHUP, bench.on_signal)
+    bench.settle(args.tmp)
     base = tempfile.mkdtemp(prefix="tern-ab-", dir=args.tmp)
-    bench.CLEANUPS.append(("dir", base))
+    if args.keep:
+        bench.log("keeping %s" % base)
+    else:
+        bench.CLEANUPS.append(("dir", base))
     runs = {(b[0], bench.shape_key(*sh)): [] for b in builds for sh in shapes}
     counts = {b[0]: [] for b in builds}
     try:
@@ -90,7 +100,7 @@ def main():
                 d = os.path.join(base, "%s-%d" % (name, rnd))
                 os.makedirs(d)
                 t = bench.Tern(d, ternd, ternctl, ["u%d" % i for i in range(1, 20)])
-                for kv in args.opt:
+                for kv in args.opt + build_opts[name]:
                     t.opts += ["-o", kv]
                 runner = bench.Runner(args)
                 stat_out = os.path.join(base, "perfstat-%s-%d" % (name, rnd))

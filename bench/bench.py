@@ -765,9 +765,47 @@ def cleanup():
             elif kind == "postfix":
                 obj.stop()
             elif kind == "dir":
+                many = sum(len(f) for _, _, f in os.walk(obj)) > 1000
                 shutil.rmtree(obj, ignore_errors=True)
+                if many:
+                    removed_stamp(os.path.dirname(obj))
         except Exception as e:  # keep cleaning the rest
             log("cleanup %s: %s" % (kind, e))
+
+
+# ext4 without a journal does not reuse an inode freed less than 60 s ago
+# (360 s while its inode table block is dirty): every allocation in its
+# block group scans past such inodes (fs/ext4/ialloc.c, recently_deleted).
+# A run started right after thousands of files were removed next to its
+# directory (the previous run's) measures that scan, for both servers.
+EXT4_RECENTCY_S = 360
+STAMP = ".tern-bench-removed"
+
+
+def removed_stamp(parent):
+    """removed_stamp - note that a bench directory under parent was removed."""
+    try:
+        with open(os.path.join(parent, STAMP), "w") as f:
+            f.write("%f\n" % time.time())
+    except OSError:
+        pass
+
+
+def settle(parent):
+    """settle - on ext4 without a journal, wait until files a previous bench
+    run removed under parent are older than EXT4_RECENTCY_S."""
+    if "no journal" not in machine(parent)["queue_fs"]:
+        return
+    try:
+        age = time.time() - os.stat(os.path.join(parent, STAMP)).st_mtime
+    except OSError:
+        return
+    if 0 <= age < EXT4_RECENTCY_S:
+        wait = EXT4_RECENTCY_S - age
+        log("waiting %.0f s: a bench run removed its files under %s %.0f s ago, and ext4 "
+            "without a journal makes new files scan past inodes freed in the last %d s"
+            % (wait, parent, age, EXT4_RECENTCY_S))
+        time.sleep(wait)
 
 
 def on_signal(signum, _frame):
@@ -888,6 +926,7 @@ def main():
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGHUP, on_signal)
+    settle(args.tmp)
     base = tempfile.mkdtemp(prefix="tern-bench-", dir=args.tmp)
     CLEANUPS.append(("dir", base))
     os.chmod(base, 0o755)   # the postfix user walks into its queue below
