@@ -107,7 +107,9 @@ struct queue *queue_open(const char *dir, struct event_base *base, char *err, si
 	q->dir_fd = q->tmp_fd = q->msg_fd = q->state_fd = q->corrupt_fd = q->free_fd = q->efd = -1;
 	pthread_mutex_init(&q->id_mu, NULL);
 	pthread_mutex_init(&q->pool_mu, NULL);
-	q->pool = xcalloc(QUEUE_POOL_MAX, sizeof(*q->pool));
+	q->pool_max = QUEUE_POOL_MAX;
+	q->pool_keep_bytes = QUEUE_POOL_KEEP_BYTES;
+	q->pool = xcalloc(q->pool_max, sizeof(*q->pool));
 	pthread_mutex_init(&q->mu, NULL);
 	pthread_cond_init(&q->cv, NULL);
 	pthread_mutex_init(&q->ds_mu, NULL);
@@ -499,7 +501,7 @@ static int queue_pool_reusable(int dir_fd, const char *name, off_t *size)
 static int queue_pool_push(struct queue *q, const char *name, uint64_t kept)
 {
 	pthread_mutex_lock(&q->pool_mu);
-	int full = q->npool >= QUEUE_POOL_MAX;
+	int full = q->npool >= q->pool_max;
 	if (!full) {
 		snprintf(q->pool[q->npool].name, QUEUE_ID_MAX, "%s", name);
 		q->pool[q->npool++].kept = kept;
@@ -526,7 +528,7 @@ int queue_pool_get(struct queue *q, char out[QUEUE_ID_MAX])
 static int queue_pool_keep(struct queue *q, off_t size)
 {
 	pthread_mutex_lock(&q->pool_mu);
-	int keep = size <= (off_t)QUEUE_POOL_KEEP_MAX && q->pool_kept + (uint64_t)size <= QUEUE_POOL_KEEP_BYTES;
+	int keep = size <= (off_t)QUEUE_POOL_KEEP_MAX && q->pool_kept + (uint64_t)size <= q->pool_keep_bytes;
 	pthread_mutex_unlock(&q->pool_mu);
 	return keep;
 }
@@ -534,7 +536,7 @@ static int queue_pool_keep(struct queue *q, off_t size)
 int queue_pool_put(struct queue *q, int dir_fd, const char *name)
 {
 	pthread_mutex_lock(&q->pool_mu);
-	int full = q->npool >= QUEUE_POOL_MAX;
+	int full = q->npool >= q->pool_max;
 	pthread_mutex_unlock(&q->pool_mu);
 	off_t size = 0;
 	if (full || !queue_id_valid(name) || !queue_pool_reusable(dir_fd, name, &size))

@@ -34,11 +34,15 @@
  * blocks costs the same either way). A kept file of at most
  * QUEUE_POOL_KEEP_MAX bytes keeps its blocks too, while the pool holds at
  * most QUEUE_POOL_KEEP_BYTES so (the next message overwrites them: no block
- * freed, discarded and allocated again per message); others are emptied */
-#define QUEUE_POOL_MAX 256
+ * freed, discarded and allocated again per message); others are emptied.
+ * The pool is as large as a burst's backlog, so that the files a burst
+ * made are kept when it drains: every one removed would free an inode,
+ * which on ext4 without a journal the next allocations in its group scan
+ * past for minutes (recently_deleted) */
+#define QUEUE_POOL_MAX 4096
 #define QUEUE_POOL_FILE_MAX (256u * 1024)
 #define QUEUE_POOL_KEEP_MAX (64u * 1024)
-#define QUEUE_POOL_KEEP_BYTES (4u << 20)
+#define QUEUE_POOL_KEEP_BYTES (16u << 20)
 /* commit threads: each makes one file durable at a time, so the flushes
  * of several messages are in flight together (the block layer merges
  * them; one thread would wait for each in turn) */
@@ -57,6 +61,8 @@ struct queue {
 	} *pool;
 	size_t npool;
 	uint64_t pool_kept;
+	size_t pool_max;          /* QUEUE_POOL_MAX (a test may set less) */
+	uint64_t pool_keep_bytes; /* QUEUE_POOL_KEEP_BYTES (likewise) */
 	struct event_base *base; /* NULL: synchronous commits */
 
 	pthread_mutex_t id_mu;

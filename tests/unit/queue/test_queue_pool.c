@@ -171,26 +171,29 @@ static void test_abort_and_large(void **state)
 	assert_int_equal(queue_msg_finish(fx->q, big.qid, 0), 0);
 	assert_int_equal(count(fx, "free"), 0);
 	assert_int_equal(count(fx, "msg"), 1);
-	/* the pool is bounded */
-	struct envelope *many = calloc(QUEUE_POOL_MAX + 5, sizeof(*many));
-	for (int i = 0; i < QUEUE_POOL_MAX + 5; i++)
+	/* the pool is bounded (smaller bounds than the daemon's, same code) */
+	assert_true(fx->q->pool_max >= 4096 && fx->q->pool_keep_bytes >= (16u << 20));
+	fx->q->pool_max = 200;
+	fx->q->pool_keep_bytes = 2u << 20;
+	struct envelope *many = calloc(205, sizeof(*many));
+	for (int i = 0; i < 205; i++)
 		commit_msg(fx, &many[i], 'm', 10);
-	for (int i = 0; i < QUEUE_POOL_MAX + 5; i++) {
+	for (int i = 0; i < 205; i++) {
 		assert_int_equal(queue_msg_finish(fx->q, many[i].qid, 0), 0);
 		env_free(&many[i]);
 	}
-	assert_int_equal(count(fx, "free"), QUEUE_POOL_MAX);
+	assert_int_equal(count(fx, "free"), 200);
 	free(many);
-	/* the blocks it keeps are bounded too: QUEUE_POOL_KEEP_BYTES */
-	struct envelope mid[100];
-	for (int i = 0; i < 100; i++)
+	/* the blocks it keeps are bounded too (pool_keep_bytes) */
+	struct envelope mid[60];
+	for (int i = 0; i < 60; i++)
 		commit_msg(fx, &mid[i], 'k', 60000);
-	for (int i = 0; i < 100; i++) {
+	for (int i = 0; i < 60; i++) {
 		assert_int_equal(queue_msg_finish(fx->q, mid[i].qid, 0), 0);
 		env_free(&mid[i]);
 	}
-	assert_true(free_bytes(fx) <= QUEUE_POOL_KEEP_BYTES);
-	assert_true(free_bytes(fx) >= QUEUE_POOL_KEEP_BYTES - 2 * QUEUE_POOL_KEEP_MAX);
+	assert_true(free_bytes(fx) <= fx->q->pool_keep_bytes);
+	assert_true(free_bytes(fx) >= fx->q->pool_keep_bytes - 2 * QUEUE_POOL_KEEP_MAX);
 	env_free(&a);
 	env_free(&b);
 	env_free(&big);
