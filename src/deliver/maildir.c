@@ -239,7 +239,7 @@ static void maildir_unique(char *out, size_t cap, const char *hostname)
 /* maildir_put - buffered write; -1 with errno */
 static int maildir_put(int fd, char *buf, size_t *blen, const char *p, size_t n, off_t *total)
 {
-	if (*blen + n > MAILDIR_IO_BUF) {
+	if (*blen > 0 && *blen + n > MAILDIR_IO_BUF) {
 		if (fs_write_all(fd, buf, *blen) < 0)
 			return -1;
 		*blen = 0;

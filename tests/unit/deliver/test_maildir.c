@@ -526,6 +526,49 @@ static void test_deliver_once(void **state)
 	close(fd);
 }
 
+/* test_deliver_once_replaces_leftover - a fixed name's file left in tmp/
+ * by a crash mid-write (never delivered) is replaced, not kept */
+static void test_deliver_once_replaces_leftover(void **state)
+{
+	struct tmpdir *t = *state;
+	char mail_dir[512], p[1200], names[4][512];
+	snprintf(mail_dir, sizeof(mail_dir), "%s/mail", t->path);
+	const char body[] = "Subject: left\r\n\r\nwhole\r\n";
+	int fd = content_fd(t->path, "", body, sizeof(body) - 1, "");
+	char err[512] = "";
+	/* the mailbox, made by a first delivery */
+	assert_int_equal(maildir_deliver(mail_dir, "mx", "dave@example.test", fd, 0, sizeof(body) - 1, "", err,
+					 sizeof(err)),
+			 0);
+	snprintf(p, sizeof(p), "%s/example.test/dave/tmp/1700000000.T1K0LEFTOVER0000.0.mx", mail_dir);
+	FILE *f = fopen(p, "w");
+	assert_non_null(f);
+	fputs("torn", f);
+	fclose(f);
+	assert_int_equal(maildir_deliver_once(mail_dir, "mx", "dave@example.test", fd, 0, sizeof(body) - 1, "",
+					      1700000000, "1K0LEFTOVER0000.0", 0, err, sizeof(err)),
+			 0);
+	snprintf(p, sizeof(p), "%s/example.test/dave/tmp", mail_dir);
+	assert_int_equal(list_dir(p, names, 4), 0);
+	snprintf(p, sizeof(p), "%s/example.test/dave/new", mail_dir);
+	int n = list_dir(p, names, 4);
+	assert_int_equal(n, 2);
+	int found = 0;
+	for (int i = 0; i < n; i++) {
+		if (strstr(names[i], "1700000000.T1K0LEFTOVER0000.0.mx,S=") == NULL)
+			continue;
+		char file[1800];
+		snprintf(file, sizeof(file), "%s/%s", p, names[i]);
+		size_t len;
+		char *got = read_all(file, &len);
+		assert_non_null(strstr(got, "Subject: left\n\nwhole\n"));
+		free(got);
+		found = 1;
+	}
+	assert_true(found);
+	close(fd);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -538,6 +581,7 @@ int main(void)
 		cmocka_unit_test_setup_teardown(test_deliver_disk_full, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_threads, setup, teardown),
 		cmocka_unit_test_setup_teardown(test_deliver_once, setup, teardown),
+		cmocka_unit_test_setup_teardown(test_deliver_once_replaces_leftover, setup, teardown),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
