@@ -683,6 +683,32 @@ def bench_sink(runner, shapes, args, results):
         sink.stop()
 
 
+def bench_tern_tmpfs(runner, args, results, base):
+    """bench_tern_tmpfs - the one-message-per-connection shapes into a ternd
+    whose queue and Maildir are on a tmpfs: everything but the disk (its
+    fsyncs return at once), the most Tern itself could do on this machine."""
+    mnt = os.path.join(base, "tmpfs")
+    os.makedirs(mnt)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4g,mode=0755", "tmpfs", mnt], check=True)
+    CLEANUPS.append(("umount", mnt))
+    users = ["u%d" % i for i in range(1, 3 * args.runs + 10)]
+    tern = Tern(mnt, args.ternd, args.ternctl, users)
+    r = results.setdefault("tern_tmpfs", {})
+    tern.start()
+    try:
+        runner.load_run(tern, 10, 1, 200)
+        for s in (1, 10, 50):
+            n = args.msgs_1 if s == 1 else args.msgs
+            runs = [runner.load_run(tern, s, 1, n) for _ in range(args.runs)]
+            r[shape_key(s, 1)] = {k: summarize([x[k] for x in runs])
+                                  for k in ("accept_rate", "e2e_s", "cpu_per_1000")}
+            log("tern on tmpfs %s: %.0f msg/s accepted, e2e %.2fs"
+                % (shape_key(s, 1), r[shape_key(s, 1)]["accept_rate"]["median"],
+                   r[shape_key(s, 1)]["e2e_s"]["median"]))
+    finally:
+        tern.stop()
+
+
 def fmt(x, nd=0):
     return ("{:,.%df}" % nd).format(x)
 
@@ -739,6 +765,10 @@ def table(results, shapes, args, mach):
         if k in s:
             rows.append("| ceiling: smtp-sink msg/s (no disk), %s | %s | | |" % (
                 shape_label(*sh), cell(s[k]["accept_rate"])))
+    for k, d in sorted(results.get("tern_tmpfs", {}).items(), key=lambda kv: int(kv[0][1:].split("_")[0])):
+        rows.append("| ceiling: Tern with queue and Maildir on tmpfs (no disk), %s: accepted msg/s; "
+                    "end to end s | %s; %s | | |" % (shape_label(int(k[1:].split("_")[0]), 1),
+                                                     cell(d["accept_rate"]), cell(d["e2e_s"], nd=2)))
     rows.append("| ceiling: fdatasync/s on the queue filesystem (1 thread, 3 s) | %s | | |"
                 % cell(results["fsync_rate"]))
     head = ("Tern vs Postfix %s, %s: %d CPUs (%s), %d MiB, Linux %s, queues on %s. "
@@ -764,6 +794,8 @@ def cleanup():
                         obj.wait()
             elif kind == "postfix":
                 obj.stop()
+            elif kind == "umount":
+                subprocess.run(["umount", obj], capture_output=True)
             elif kind == "dir":
                 many = sum(len(f) for _, _, f in os.walk(obj)) > 1000
                 shutil.rmtree(obj, ignore_errors=True)
@@ -951,6 +983,8 @@ def main():
         bench_server(runner, Tern(base, args.ternd, args.ternctl, users), shapes, args, results)
         runner = Runner(args)
         bench_server(runner, Postfix(base, users), shapes, args, results)
+        if os.environ.get("BENCH_TMPFS", "1") != "0":
+            bench_tern_tmpfs(Runner(args), args, results, base)
         ts = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         md = table(results, shapes, args, mach)
         os.makedirs(RESULTS, exist_ok=True)
