@@ -533,6 +533,23 @@ static int queue_pool_keep(struct queue *q, off_t size)
 	return keep;
 }
 
+/* queue_pool_admit - take free/name (size bytes) into the pool: a small
+ * file keeps its blocks for the next message to overwrite (within the
+ * pool's byte budget, so that a full disk gets little back from the pool);
+ * a larger one is emptied, the pool then keeps its inode, not its disk
+ * space. 0, or -1 (full, or it could not be emptied: the caller removes
+ * it) */
+static int queue_pool_admit(struct queue *q, const char *name, off_t size)
+{
+	if (size > 0 && !queue_pool_keep(q, size)) {
+		int fd = openat(q->free_fd, name, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
+		if (fd < 0 || close(fd) < 0)
+			return -1;
+		size = 0;
+	}
+	return queue_pool_push(q, name, (uint64_t)size);
+}
+
 int queue_pool_put(struct queue *q, int dir_fd, const char *name)
 {
 	pthread_mutex_lock(&q->pool_mu);
@@ -545,20 +562,8 @@ int queue_pool_put(struct queue *q, int dir_fd, const char *name)
 	 * reused file given back unused is there already */
 	if (dir_fd != q->free_fd && renameat2(dir_fd, name, q->free_fd, name, RENAME_NOREPLACE) < 0)
 		return -1;
-	/* a small file keeps its blocks for the next message to overwrite
-	 * (within the pool's byte budget, so that a full disk gets little
-	 * back from the pool); a larger one is emptied: the pool then keeps
-	 * its inode, not its disk space */
-	if (size > 0 && !queue_pool_keep(q, size)) {
-		int fd = openat(q->free_fd, name, O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
-		if (fd < 0 || close(fd) < 0) {
-			unlinkat(q->free_fd, name, 0);
-			return 0;
-		}
-		size = 0;
-	}
-	if (queue_pool_push(q, name, (uint64_t)size) < 0)
-		unlinkat(q->free_fd, name, 0); /* filled up meanwhile */
+	if (queue_pool_admit(q, name, size) < 0)
+		unlinkat(q->free_fd, name, 0); /* (or filled up meanwhile) */
 	return 0;
 }
 
@@ -762,14 +767,9 @@ static int queue_scan_free(struct queue *q, char *err, size_t errlen)
 			continue;
 		}
 		off_t size = 0;
-		if (queue_id_valid(v[i]) && queue_pool_reusable(q->free_fd, v[i], &size)) {
-			if (size > 0 && !queue_pool_keep(q, size)) {
-				int fd = openat(q->free_fd, v[i], O_WRONLY | O_TRUNC | O_NOFOLLOW | O_CLOEXEC);
-				size = fd >= 0 && close(fd) == 0 ? 0 : -1;
-			}
-			if (size >= 0 && queue_pool_push(q, v[i], (uint64_t)size) == 0)
-				continue;
-		}
+		if (queue_id_valid(v[i]) && queue_pool_reusable(q->free_fd, v[i], &size) &&
+		    queue_pool_admit(q, v[i], size) == 0)
+			continue;
 		unlinkat(q->free_fd, v[i], 0);
 	}
 	queue_list_free(v, n);

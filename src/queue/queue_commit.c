@@ -10,8 +10,8 @@
  * right-aligned into the reserve (so it joins the content), the end marker
  * with the gap and the length is appended and flushed, a reused file is
  * cut to size if it was longer, the file is fdatasync'd, renamed to
- * msg/QID and msg/ is fsync'd. Only then is done(arg, 0, NULL) called and may the client hear
- * 250. The fsync steps run on QUEUE_COMMIT_THREADS commit threads, each
+ * msg/QID and msg/ is fsync'd. Only then is done(arg, 0, NULL) called
+ * and may the client hear 250. The fsync steps run on QUEUE_COMMIT_THREADS commit threads, each
  * taking one waiting file at a time, so the flushes of concurrent messages
  * are in flight together; the fsync of msg/ is shared by every rename that
  * waits for it at the same moment (group commit). Results go back to the
@@ -66,8 +66,7 @@ struct queue_file {
 	char *pre;   /* queue_file_prepend text, pre_len bytes */
 	size_t pre_len;
 	int copy;    /* the prepend does not fit: the commit thread copies */
-	int reused;  /* fd is a non-empty file from free/: cut it to size at commit */
-	off_t old_size; /* its size then */
+	off_t old_size; /* bytes a file from free/ had: cut to size at commit */
 	int err;     /* errno of the first failure, 0 while all is well */
 	int renamed; /* msg/QID exists (undo it if the directory sync fails) */
 	char reason[QUEUE_REASON_MAX];
@@ -103,7 +102,7 @@ static int qf_flush(struct queue_file *f)
 	if (f->err)
 		return -1;
 	if (f->blen && fs_write_all(f->fd, f->buf, f->blen) < 0) {
-		qf_fail(f, errno, "write tmp/");
+		qf_fail(f, errno, "write queue file");
 		return -1;
 	}
 	f->boff += (off_t)f->blen;
@@ -125,7 +124,7 @@ static int qf_put(struct queue_file *f, const void *p, size_t n)
 		return -1;
 	if (n >= QUEUE_WBUF_SIZE) {
 		if (fs_write_all(f->fd, p, n) < 0) {
-			qf_fail(f, errno, "write tmp/");
+			qf_fail(f, errno, "write queue file");
 			return -1;
 		}
 		f->boff += (off_t)n;
@@ -220,7 +219,6 @@ struct queue_file *queue_file_create(struct queue *q, struct envelope *env, char
 	f->fd = fd;
 	f->dfd = reused ? q->free_fd : q->tmp_fd;
 	memcpy(f->name, reused ? name : qid, QUEUE_ID_MAX);
-	f->reused = reused && old_size > 0;
 	f->old_size = old_size;
 	f->old_fd = -1;
 	memcpy(f->qid, qid, sizeof(qid));
@@ -288,7 +286,7 @@ int queue_file_restart(struct queue_file *f, int *old_fd, off_t *old_off, off_t 
 	/* the old name goes first: tmp/QID is then always the current file,
 	 * and a crash leaves at most it (removed at start-up, never delivered) */
 	if (unlinkat(f->dfd, f->name, 0) < 0 && errno != ENOENT) {
-		qf_fail(f, errno, "unlink tmp/");
+		qf_fail(f, errno, "unlink queue file");
 		errno = f->err;
 		return -1;
 	}
@@ -307,7 +305,7 @@ int queue_file_restart(struct queue_file *f, int *old_fd, off_t *old_off, off_t 
 	*old_off = (off_t)f->cstart;
 	*old_len = (off_t)f->content_len;
 	f->fd = fd;
-	f->reused = 0;
+	f->old_size = 0;
 	f->boff = 0;
 	f->blen = 0;
 	if (qf_start(f) < 0) {
@@ -369,7 +367,7 @@ static int qf_copy_range(int from, off_t off, int to, uint64_t n)
 static int qf_copy(struct queue *q, struct queue_file *f)
 {
 	if (unlinkat(f->dfd, f->name, 0) < 0 && errno != ENOENT) {
-		qf_fail(f, errno, "unlink tmp/");
+		qf_fail(f, errno, "unlink queue file");
 		return -1;
 	}
 	int fd = openat(q->tmp_fd, f->qid, O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
@@ -391,7 +389,7 @@ static int qf_copy(struct queue *q, struct queue_file *f)
 	f->fd = fd;
 	f->dfd = q->tmp_fd;
 	memcpy(f->name, f->qid, QUEUE_ID_MAX);
-	f->reused = 0;
+	f->old_size = 0;
 	return 0;
 }
 
@@ -437,27 +435,29 @@ static void qf_commit_one(struct queue *q, struct queue_file *f)
 		goto drop;
 	/* a reused file may be longer than this message: cut the rest (a
 	 * file as long stays as it is: no metadata to write) */
-	if (f->reused && f->old_size > f->boff && ftruncate(f->fd, f->boff) < 0) {
-		qf_fail(f, errno, "truncate tmp/");
+	if (f->old_size > f->boff && ftruncate(f->fd, f->boff) < 0) {
+		qf_fail(f, errno, "truncate queue file");
 		goto drop;
 	}
 	/* the content (and the size that makes it readable) must be on disk
 	 * before the name that promises a complete message */
 	if (fdatasync(f->fd) < 0) {
-		qf_fail(f, errno, "fdatasync tmp/");
+		qf_fail(f, errno, "fdatasync queue file");
 		goto drop;
 	}
 	/* close can report a deferred write error (NFS and friends) */
 	int r = close(f->fd);
 	f->fd = -1;
 	if (r < 0) {
-		qf_fail(f, errno, "close tmp/");
+		qf_fail(f, errno, "close queue file");
 		goto drop;
 	}
 	/* atomic publication: msg/QID is either absent or complete.
-	 * NOREPLACE: a committed message is never overwritten. tmp/ is not
-	 * synced: if the old name survives a crash next to the new one,
-	 * queue_scan removes it from tmp/ and msg/ keeps the inode. */
+	 * NOREPLACE: a committed message is never overwritten. The source
+	 * directory (tmp/ or free/) is not synced: if the old name survives a
+	 * crash next to the new one (two links once a file system check has
+	 * counted them), queue_scan removes it from tmp/ or, in free/, does
+	 * not reuse it (its link count), and msg/ keeps the inode. */
 	r = renameat2(f->dfd, f->name, q->msg_fd, f->qid, RENAME_NOREPLACE);
 	if (r < 0 && (errno == EINVAL || errno == ENOSYS))
 		r = renameat(f->dfd, f->name, q->msg_fd, f->qid);
@@ -628,7 +628,7 @@ static void qf_place_prepend(struct queue_file *f)
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0) {
-			qf_fail(f, r < 0 ? errno : EIO, "write tmp/");
+			qf_fail(f, r < 0 ? errno : EIO, "write queue file");
 			return;
 		}
 		p += r;
