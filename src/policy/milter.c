@@ -603,8 +603,10 @@ void milter_sess_final(struct milter_conn *m, int cmd, unsigned gen, const struc
 			m->txn_done = 1;
 			m->in_txn = 0;
 			milter_conn_drop_queued(m, 0);
-			if (m->eom_sent) /* its end of message was dropped with the rest */
+			if (m->eom_sent) { /* its end of message was dropped with the rest */
 				m->eom_done = 1;
+				verdict(&m->eom_verdict, SMTP_VERDICT_CONTINUE, NULL);
+			}
 		}
 		break;
 	case SMFIC_BODYEOB:
@@ -832,6 +834,9 @@ static void txn_reset(struct milter_sess *s)
 		struct milter_conn *m = &s->m[i];
 		m->in_txn = m->txn_done = m->txn_discard = m->has_txn_verdict = 0;
 		m->skip_body = m->skip_hdrs = m->eom_sent = m->eom_done = 0;
+		/* no verdict of this message may speak for the next one */
+		verdict(&m->txn_verdict, SMTP_VERDICT_CONTINUE, NULL);
+		verdict(&m->eom_verdict, SMTP_VERDICT_CONTINUE, NULL);
 		milter_conn_mods_clear(m);
 	}
 	if (s->frame_ok)
@@ -1100,12 +1105,14 @@ void milter_sess_eom(struct milter_sess *s, milter_eom_cb cb, void *arg)
 	s->cb = NULL;
 	s->eom_cb = cb;
 	s->cb_arg = arg;
+	/* quiet from here: a milter failing on the last body chunk must not
+	 * end the stage before the others are asked */
+	s->quiet = 1;
 	if (s->content_open)
 		milter_frame_finish(&s->frame);
 	s->content_open = 0;
 	struct strbuf sb;
 	strbuf_init(&sb);
-	s->quiet = 1;
 	for (size_t i = 0; i < s->n; i++) {
 		struct milter_conn *m = &s->m[i];
 		if (!takes_content(m))

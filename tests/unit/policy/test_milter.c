@@ -1370,6 +1370,109 @@ static void test_old_version(void **state)
 	assert_string_equal(f->seq, "OCMRLLLNBEQ");
 }
 
+/* a milter that refuses the first message at its end, then accepts the
+ * second at EOH (before the end of message it was already sent) */
+static int stale_eob, stale_eoh;
+static enum fake_act fn_stale(struct fake *f, int cmd, const unsigned char *d, size_t n, struct strbuf *out)
+{
+	if (cmd == SMFIC_BODYEOB && stale_eob++ == 0) {
+		rep_s(out, SMFIR_REPLYCODE, "550 5.7.1 first message is spam");
+		return FAKE_SEND;
+	}
+	if (cmd == SMFIC_EOH && stale_eoh++ == 1) {
+		rep(out, SMFIR_ACCEPT, "", 0);
+		return FAKE_SEND;
+	}
+	return fn_continue(f, cmd, d, n, out);
+}
+
+/* test_verdict_not_carried - a refusal at the end of one message never
+ * speaks for the next one, whose ACCEPT came before its end of message */
+static void test_verdict_not_carried(void **state)
+{
+	(void)state;
+	stale_eob = stale_eoh = 0;
+	struct fake *f = fake_start(fn_stale, 0, 0, 0);
+	fake_run(f);
+	const char *addrs[] = {f->path};
+	struct milter_chain *ch = chain(addrs, 1, MILTER_DEFAULT_TEMPFAIL, 5, 0);
+	struct milter_sess *s = sess(ch);
+	assert_int_equal(do_connect(s).kind, SMTP_VERDICT_CONTINUE);
+	struct run r;
+	full(s, &r);
+	assert_int_equal(r.v.kind, SMTP_VERDICT_REJECT);
+	milter_sess_abort(s);
+	assert_int_equal(do_mail(s, "a@example.org").kind, SMTP_VERDICT_CONTINUE);
+	assert_int_equal(do_rcpt(s, "b@example.net").kind, SMTP_VERDICT_CONTINUE);
+	assert_int_equal(do_data(s).kind, SMTP_VERDICT_CONTINUE);
+	milter_sess_content(s, MSG, sizeof(MSG) - 1); /* all of it, then at once the end */
+	do_eom(s, &r);
+	assert_int_equal(r.v.kind, SMTP_VERDICT_CONTINUE);
+	milter_sess_free(s);
+	milter_chain_free(ch);
+	fake_stop(f);
+}
+
+static enum fake_act fn_silent_hdr(struct fake *f, int cmd, const unsigned char *d, size_t n, struct strbuf *out)
+{
+	if (cmd == SMFIC_HEADER)
+		return FAKE_SILENT;
+	return fn_continue(f, cmd, d, n, out);
+}
+
+static enum fake_act fn_reject_eob(struct fake *f, int cmd, const unsigned char *d, size_t n, struct strbuf *out)
+{
+	if (cmd == SMFIC_BODYEOB) {
+		rep_s(out, SMFIR_REPLYCODE, "550 5.7.1 virus found");
+		return FAKE_SEND;
+	}
+	return fn_continue(f, cmd, d, n, out);
+}
+
+/* test_fail_on_last_chunk - a milter that fails while the last body chunk
+ * is queued (its backlog is full) does not end the end-of-message stage
+ * before the next milter was asked: that one's 550 stands, also with
+ * milter_default_action = accept */
+static void test_fail_on_last_chunk(void **state)
+{
+	(void)state;
+	struct fake *a = fake_start(fn_silent_hdr, 0, 0, 0);
+	struct fake *b = fake_start(fn_reject_eob, 0, SMFIP_NR_HDR | SMFIP_NR_EOH | SMFIP_NR_BODY, 0);
+	fake_run(a);
+	fake_run(b);
+	const char *addrs[] = {a->path, b->path};
+	struct milter_chain *ch = chain(addrs, 2, MILTER_DEFAULT_ACCEPT, 5, 1);
+	struct milter_sess *s = sess(ch);
+	assert_int_equal(do_connect(s).kind, SMTP_VERDICT_CONTINUE);
+	assert_int_equal(do_mail(s, "a@example.org").kind, SMTP_VERDICT_CONTINUE);
+	assert_int_equal(do_rcpt(s, "b@example.net").kind, SMTP_VERDICT_CONTINUE);
+	assert_int_equal(do_data(s).kind, SMTP_VERDICT_CONTINUE);
+	const char hdr[] = "Subject: x\r\n\r\n";
+	size_t blen = 15 * 65535 + 65534;
+	char *body = malloc(blen);
+	assert_non_null(body);
+	memset(body, 'a', blen);
+	for (size_t i = 0; i + 1 < blen; i += 100) {
+		body[i] = '\r';
+		body[i + 1] = '\n';
+	}
+	milter_sess_content(s, hdr, sizeof(hdr) - 1);
+	for (size_t i = 0; i < blen; i += 4096) {
+		milter_sess_content(s, body + i, blen - i < 4096 ? blen - i : 4096);
+		event_base_loop(base, EVLOOP_NONBLOCK);
+	}
+	struct run r;
+	do_eom(s, &r);
+	assert_int_equal(r.v.kind, SMTP_VERDICT_REJECT);
+	assert_non_null(strstr(r.v.reply, "virus found"));
+	milter_sess_free(s);
+	milter_chain_free(ch);
+	fake_stop(a);
+	fake_stop(b);
+	assert_int_equal(b->count[SMFIC_BODYEOB], 1);
+	free(body);
+}
+
 int main(void)
 {
 	signal(SIGPIPE, SIG_IGN);
@@ -1398,6 +1501,8 @@ int main(void)
 		cmocka_unit_test_teardown(test_inet_forms, fakes_free),
 		cmocka_unit_test_teardown(test_abort_during_content, fakes_free),
 		cmocka_unit_test_teardown(test_old_version, fakes_free),
+		cmocka_unit_test_teardown(test_verdict_not_carried, fakes_free),
+		cmocka_unit_test_teardown(test_fail_on_last_chunk, fakes_free),
 	};
 	int rc = cmocka_run_group_tests(tests, NULL, NULL);
 	event_base_free(base);
