@@ -331,11 +331,14 @@ int authres_field_is_ours(const char *field, size_t len, const char *authserv_id
 	size_t i = authres_value_start(field, len);
 	if (i == SIZE_MAX)
 		return 0;
+	/* fail closed: a field whose authserv-id we cannot read (a comment
+	 * too deep or unterminated, an id too long or empty) may name us to
+	 * a reader that follows other limits, so it counts as ours */
 	i = authres_skip_cfws(field, i, len);
 	if (i == SIZE_MAX)
-		return 0;
+		return 1;
 	int rc = authres_id_at(field, i, len, id, sizeof(id), loose, sizeof(loose));
-	if (rc == 0 && authres_same_id(id, authserv_id))
+	if (rc < 0 || authres_same_id(id, authserv_id))
 		return 1;
 	return loose[0] && authres_same_id(loose, authserv_id);
 }

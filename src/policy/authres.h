@@ -62,7 +62,9 @@ int authres_parse_id(const char *field, size_t len, char *id, size_t idlen);
 /* authres_field_is_ours - 1 when the whole field is an
  * Authentication-Results field whose authserv-id is ours (ASCII case
  * insensitive, a final dot ignored, and also when a lenient reader that
- * stops only at white space, ';' or '(' would read ours) */
+ * stops only at white space, ';' or '(' would read ours), and when its
+ * authserv-id cannot be read at all (fail closed: comments nested too
+ * deep or unterminated, an id too long or empty) */
 int authres_field_is_ours(const char *field, size_t len, const char *authserv_id);
 
 #endif

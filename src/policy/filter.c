@@ -927,15 +927,27 @@ static void copy_begin(struct filter *f)
 		eom_verdict(f, &v);
 		return;
 	}
+	/* the fields end at a line that is no field, not at the empty line:
+	 * readers disagree on where such a header section ends (mailauth
+	 * looked for forged fields up to the empty line) */
+	int no_empty_line = body_off < want && buf[body_off] != '\n' &&
+			    !(buf[body_off] == '\r' && body_off + 1 < want && buf[body_off + 1] == '\n');
 	free(buf);
 	header_mods(f, &e);
-	if (t->have_auth && t->forged_ar)
+	int split = 0;
+	if (t->have_auth && t->forged_ar) {
 		t->ar_removed = filter_edit_drop_ours(&e, f->fe->conf->hostname);
-	t->edited = e.changed || t->body_replaced;
+		/* a forged field beyond such a line is made body for every
+		 * reader: an empty line goes before it */
+		split = no_empty_line && !t->body_replaced;
+	}
+	t->edited = e.changed || t->body_replaced || split;
 	struct strbuf out;
 	strbuf_init(&out);
 	filter_edit_write(&e, &out);
 	filter_edit_free(&e);
+	if (split)
+		strbuf_add(&out, "\r\n", 2);
 	if (t->body_replaced) {
 		strbuf_add(&out, "\r\n", 2);
 		strbuf_add(&out, t->body.s ? t->body.s : "", t->body.len);

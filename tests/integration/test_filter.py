@@ -393,6 +393,36 @@ def test_mx_mail_gets_authentication_results_and_forged_ones_go(world, ternd_fac
     assert "ar_removed=2" in line and "spf=pass" in line, line
 
 
+def test_mx_mail_forged_results_past_a_line_that_is_no_field(world, ternd_factory, tmp_path):
+    """A forged Authentication-Results claiming our name hidden behind a
+    line that is no field (readers disagree on where such a header section
+    ends), and one whose authserv-id sits behind comments nested deeper than
+    we parse: neither reaches the mailbox as a header field of ours. The
+    first becomes body (an empty line goes before the odd line), the second
+    is removed."""
+    t = filter_ternd(ternd_factory, world, tmp_path, mynetworks="")
+    mid = f"{uuid.uuid4().hex}@remote.test"
+    deep = "(" * 40 + ")" * 40
+    msg = (f"From: someone@remote.test\r\nTo: alice@example.test\r\nSubject: odd\r\n"
+           f"Message-ID: <{mid}>\r\nDate: Mon, 23 Nov 2026 10:00:00 +0000\r\n"
+           f"Authentication-Results: {deep} {HOST}; dmarc=pass header.from=deep.example\r\n"
+           f"this line has no colon\r\n"
+           f"Authentication-Results: {HOST}; dkim=pass header.d=bank.example\r\n"
+           f"\r\nbody\r\n").encode()
+    mr, rr, dr = smtp_send(t.port, "someone@remote.test", ["alice@example.test"], msg)
+    assert dr and dr[0] == 250, (mr, rr, dr)
+    raw = delivered(t, "alice", mid)
+    head, _, body = raw.replace(b"\r\n", b"\n").partition(b"\n\n")
+    head = head.decode()
+    assert "deep.example" not in raw.decode(), raw.decode()[:1500]
+    assert "bank.example" not in head and "this line has no colon" not in head, head
+    assert b"this line has no colon" in body and b"bank.example" in body, body[:500]
+    ars = header_values(read_message_bytes(raw), "Authentication-Results")
+    assert len(ars) == 1 and ars[0].lower().startswith(HOST), ars
+    line = wait_log(t, rf"event=filter [^\n]*result=queued[^\n]*").group(0)
+    assert "ar_removed=1" in line, line
+
+
 def read_message_bytes(raw):
     return raw.replace(b"\r\n", b"\n").decode("utf-8", "replace")
 

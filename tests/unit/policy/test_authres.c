@@ -238,7 +238,22 @@ static void test_is_ours(void **st)
 	assert_false(ours("Authentication-Results: sub.mx.example.org; spf=pass"));
 	assert_false(ours("Authentication-Results: mx.example.orgx; spf=pass"));
 	assert_false(ours("Authentication-Results: xmx.example.org; spf=pass"));
-	assert_false(ours("Authentication-Results: ; mx.example.org"));
+	/* an id that cannot be read counts as ours (fail closed): an empty
+	 * one, comments nested deeper than we follow, unterminated ones, an
+	 * id longer than any host name */
+	assert_true(ours("Authentication-Results: ; mx.example.org"));
+	char deep[400];
+	size_t k = (size_t)snprintf(deep, sizeof(deep), "Authentication-Results: ");
+	for (int d = 0; d < 40; d++)
+		deep[k++] = '(';
+	for (int d = 0; d < 40; d++)
+		deep[k++] = ')';
+	snprintf(deep + k, sizeof(deep) - k, " mx.example.org; dkim=pass");
+	assert_true(ours(deep));
+	assert_true(ours("Authentication-Results: (unterminated mx.example.org; dkim=pass"));
+	char longq[600];
+	snprintf(longq, sizeof(longq), "Authentication-Results: \"mx.example.org%300s\"; dkim=pass", "");
+	assert_true(ours(longq));
 	assert_false(ours("Authentication-Results: (mx.example.org) other.example; spf=pass"));
 	assert_false(ours("X-Authentication-Results: mx.example.org; spf=pass"));
 	assert_false(ours("ARC-Authentication-Results: i=1; mx.example.org; spf=pass"));
