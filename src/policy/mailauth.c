@@ -53,7 +53,7 @@ struct mailauth {
 	/* the transaction */
 	char *ip, *helo, *mail_from;
 	char qid[64];
-	char spf_domain[DMARC_DOMAIN_MAX + 1]; /* MAIL FROM domain, else HELO; "" */
+	char spf_domain[DMARC_DOMAIN_MAX + 1]; /* MAIL FROM domain (HELO for <>); "" */
 	/* the header section */
 	struct strbuf hdr;
 	int hdr_done, hdr_over, bol, bol_cr;
@@ -126,9 +126,16 @@ struct mailauth *mailauth_new(const struct mailauth_conf *c, const char *client_
 	strbuf_init(&m->res.prepend);
 	m->spf_result = SPF_NONE;
 	m->disc.status = DMARC_DISC_NONE;
-	if (!strchr(m->mail_from, '@') || mailauth_domain_of(m->mail_from, m->spf_domain, sizeof(m->spf_domain)) < 0)
-		if (mailauth_domain_of(m->helo, m->spf_domain, sizeof(m->spf_domain)) < 0)
+	/* the domain SPF speaks for (RFC 7489 3.1.2): MAIL FROM's; HELO's only
+	 * for a sender with no domain (the null path). A MAIL FROM domain we
+	 * cannot use for alignment (8-bit, say) aligns with nothing: SPF
+	 * checked it, not the HELO name */
+	if (strchr(m->mail_from, '@')) {
+		if (mailauth_domain_of(m->mail_from, m->spf_domain, sizeof(m->spf_domain)) < 0)
 			m->spf_domain[0] = '\0';
+	} else if (mailauth_domain_of(m->helo, m->spf_domain, sizeof(m->spf_domain)) < 0) {
+		m->spf_domain[0] = '\0';
+	}
 	if (m->verify) {
 		m->spf_pending = 1;
 		m->spf = spf_check_start(m->dns, m->ip, m->mail_from, m->helo, m->authserv_id, mailauth_spf_cb, m);

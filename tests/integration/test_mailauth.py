@@ -92,6 +92,8 @@ def world():
     zone = ""
     # spoofable p=reject domain: SPF allows only 192.0.2.1
     zone += txt("rejectdom", "v=spf1 ip4:192.0.2.1 -all")
+    # an 8-bit (SMTPUTF8) MAIL FROM domain whose owner lets us pass SPF
+    zone += txt("\\195\\188.evil", "v=spf1 ip4:127.0.0.1 -all")
     zone += txt("_dmarc.rejectdom", "v=DMARC1; p=reject; rua=mailto:dmarc@rejectdom.test")
     # signed by dkimpy: DKIM keys for selectors rsa and ed; SPF refuses us
     zone += txt("signed", "v=spf1 -all")
@@ -246,6 +248,18 @@ def test_spf_alignment(world):
     # strict, exact domain: pass
     r = run(world, message("news@strict.test", "strict2"), "b@strict.test")
     assert "dmarc=pass" in ar(r) and r["verdict"] == "continue"
+
+
+def test_spf_never_aligned_through_helo_when_mail_from_has_a_domain(world):
+    """SPF passes for an 8-bit MAIL FROM domain (which DMARC cannot use
+    for alignment); the HELO name is the spoofed From domain. SPF speaks
+    for the MAIL FROM domain, never for HELO when there is one: no
+    alignment, DMARC fails, p=reject refuses."""
+    mail_from = "x@\u00fc.evil.test".encode().decode("utf-8")
+    r = run(world, message("ceo@rejectdom.test", "helo-align"), mail_from, helo="rejectdom.test")
+    assert "spf=pass" in ar(r), ar(r)
+    assert "dmarc=fail" in ar(r), ar(r)
+    assert r["verdict"] == "reject"
 
 
 def test_quarantine_and_subdomain_policy(world):
