@@ -1275,6 +1275,20 @@ int dkim_verify_start(struct dkim_verify *v, const struct dkim_fetcher *f, dkim_
 	return 0;
 }
 
+/* dkim_verify_so_far - see dkim.h */
+size_t dkim_verify_so_far(const struct dkim_verify *v, struct dkim_sig_result *out, size_t max)
+{
+	size_t n = v->ns < max ? v->ns : max;
+	for (size_t i = 0; i < n; i++) {
+		out[i] = v->res[i];
+		if (v->vs[i].pending) {
+			out[i].result = DKIM_TEMPERROR;
+			snprintf(out[i].reason, sizeof(out[i].reason), "key lookup timed out");
+		}
+	}
+	return n;
+}
+
 /* dkim_verify_free - release, cancelling pending fetches */
 void dkim_verify_free(struct dkim_verify *v)
 {

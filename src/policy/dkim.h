@@ -180,6 +180,10 @@ int dkim_verify_write(struct dkim_verify *v, const char *p, size_t n);
 int dkim_verify_start(struct dkim_verify *v, const struct dkim_fetcher *f, dkim_verify_cb cb, void *arg);
 /* dkim_verify_free - also cancels pending fetches (cb not called) */
 void dkim_verify_free(struct dkim_verify *v);
+/* dkim_verify_so_far - the results decided so far into out (at most max),
+ * a signature whose key lookup has not answered as DKIM_TEMPERROR (a
+ * deadline passed); the number written */
+size_t dkim_verify_so_far(const struct dkim_verify *v, struct dkim_sig_result *out, size_t max);
 
 /* dkim_result_ar - append the RFC 8601 resinfo for r ("dkim=pass
  * header.d=... header.s=... header.a=... header.b=\"...\""), with a

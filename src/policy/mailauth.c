@@ -535,11 +535,14 @@ static void mailauth_timer_cb(evutil_socket_t fd, short what, void *arg)
 			m->spf_result = SPF_TEMPERROR;
 		}
 		if (m->dkim_pending) {
+			/* what was decided stands; a signature still waiting for
+			 * its key is a temperror, which DMARC never acts on when
+			 * its d= is aligned (a timeout must not refuse) */
+			m->ndres = dkim_verify_so_far(m->dv, m->dres, DKIM_SIGS_MAX);
 			dkim_verify_free(m->dv); /* cancels the key lookups */
 			m->dv = NULL;
 			m->dkim_pending = 0;
 			m->dkim_timeout = 1;
-			m->ndres = 0;
 		}
 		if (m->dmarc_pending) {
 			dmarc_lookup_cancel(m->dl);

@@ -489,6 +489,53 @@ static const char rfc8463_msg[] =
 	"\r\n"
 	"Joe.\r\n";
 
+/* a fetcher that never answers "hang." selectors (a silent DNS server)
+ * and answers the rest as fake_fetch does */
+static int hang_cancelled;
+static int hang_fetch(void *ctx, const char *name, dns_txt_cb cb, void *arg, void **handle)
+{
+	if (strncmp(name, "hang.", 5) == 0) {
+		*handle = (void *)name;
+		return 0;
+	}
+	return fake_fetch(ctx, name, cb, arg, handle);
+}
+static void hang_cancel(void *handle)
+{
+	if (handle)
+		hang_cancelled++;
+}
+
+/* test_verify_so_far - a deadline before every key answered: what was
+ * decided stands, the signature still waiting is a temperror with its d=
+ * (so that DMARC never refuses on a timeout of an aligned key) */
+static void test_verify_so_far(void **st)
+{
+	(void)st;
+	const char *msg = "DKIM-Signature: v=1; a=rsa-sha256; d=nokey.example; s=none; h=from; bh=YQ==; b=YQ==\r\n"
+			  "DKIM-Signature: v=1; a=rsa-sha256; d=slow.example; s=hang; h=from; bh=YQ==; b=YQ==\r\n"
+			  "From: a@slow.example\r\n\r\nbody\r\n";
+	struct dkim_verify *v = dkim_verify_new(DKIM_L_STRICT, time(NULL));
+	assert_int_equal(dkim_verify_write(v, msg, strlen(msg)), 0);
+	struct vres out;
+	memset(&out, 0, sizeof(out));
+	struct dkim_fetcher f = {hang_fetch, hang_cancel, NULL};
+	hang_cancelled = 0;
+	assert_int_equal(dkim_verify_start(v, &f, vres_cb, &out), 0);
+	assert_int_equal(out.called, 0); /* still waiting for slow.example */
+	struct dkim_sig_result r[DKIM_SIGS_MAX];
+	assert_int_equal(dkim_verify_so_far(v, r, DKIM_SIGS_MAX), 2);
+	assert_int_equal(r[0].result, DKIM_PERMERROR);
+	assert_string_equal(r[0].domain, "nokey.example");
+	assert_int_equal(r[1].result, DKIM_TEMPERROR);
+	assert_string_equal(r[1].domain, "slow.example");
+	assert_string_equal(r[1].reason, "key lookup timed out");
+	assert_int_equal(dkim_verify_so_far(v, r, 1), 1);
+	dkim_verify_free(v);
+	assert_int_equal(hang_cancelled, 1);
+	assert_int_equal(out.called, 0);
+}
+
 static void test_rfc8463_vector(void **st)
 {
 	(void)st;
@@ -530,6 +577,7 @@ int main(void)
 		cmocka_unit_test(test_l_policy),
 		cmocka_unit_test(test_l_body),
 		cmocka_unit_test(test_verify_refusals),
+		cmocka_unit_test(test_verify_so_far),
 		cmocka_unit_test(test_rfc8463_vector),
 	};
 	return cmocka_run_group_tests(tests, setup_keys, teardown_keys);
