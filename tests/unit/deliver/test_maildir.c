@@ -211,7 +211,7 @@ static void test_deliver_completes_mailbox(void **state)
 		snprintf(sub, sizeof(sub), "%s/new", box);
 		int n = list_dir(sub, names, 4);
 		for (int j = 0; j < n; j++) {
-			char f[1300];
+			char f[4096];
 			snprintf(f, sizeof(f), "%s/%s", sub, names[j]);
 			assert_int_equal(unlink(f), 0);
 		}
@@ -237,7 +237,7 @@ static void test_deliver_completes_mailbox(void **state)
 	assert_int_equal(list_dir(sub, names, 4), 2);
 	size_t total = 0;
 	for (int j = 0; j < 2; j++) {
-		char f[1300];
+		char f[4096];
 		snprintf(f, sizeof(f), "%s/%s", sub, names[j]);
 		size_t len;
 		char *got = read_all(f, &len);
@@ -557,7 +557,7 @@ static void test_deliver_once_replaces_leftover(void **state)
 	for (int i = 0; i < n; i++) {
 		if (strstr(names[i], "1700000000.T1K0LEFTOVER0000.0.mx,S=") == NULL)
 			continue;
-		char file[1800];
+		char file[4096];
 		snprintf(file, sizeof(file), "%s/%s", p, names[i]);
 		size_t len;
 		char *got = read_all(file, &len);
