@@ -209,6 +209,10 @@ static int mailauth_key_exists(const char *dir, const char *domain, const char *
 
 /* mailauth_sign_keys - keys of the first candidate domain that has some:
  * the From domain, its organisational domain, then the MAIL FROM domain.
+ * The From domains are candidates only when they share the MAIL FROM
+ * domain's organisational domain (or there is no MAIL FROM domain): the
+ * sender was checked against MAIL FROM, not against From, so a user of
+ * one hosted domain must not get mail signed for another.
  * NULL: none has keys (err "") or loading failed (err set) */
 static struct dkim_signkeys *mailauth_sign_keys(const char *dir, const char *selector, const char *from_domain,
 						 const char *mf_domain, char *used, size_t usedlen, char *err,
@@ -217,7 +221,14 @@ static struct dkim_signkeys *mailauth_sign_keys(const char *dir, const char *sel
 	char cand[3][DMARC_DOMAIN_MAX + 1];
 	size_t nc = 0;
 	err[0] = '\0';
-	if (from_domain && from_domain[0]) {
+	int from_ok = 1;
+	if (from_domain && from_domain[0] && mf_domain && mf_domain[0]) {
+		char fo[DMARC_DOMAIN_MAX + 1], mo[DMARC_DOMAIN_MAX + 1];
+		dmarc_org_domain(from_domain, fo, sizeof(fo));
+		dmarc_org_domain(mf_domain, mo, sizeof(mo));
+		from_ok = strcmp(fo, mo) == 0;
+	}
+	if (from_ok && from_domain && from_domain[0]) {
 		snprintf(cand[nc++], sizeof(cand[0]), "%s", from_domain);
 		dmarc_org_domain(from_domain, cand[nc], sizeof(cand[0]));
 		if (strcmp(cand[nc], cand[0]) != 0)

@@ -241,6 +241,17 @@ static void test_sign_domains(void **st)
 	assert_string_equal(g.r.sign_domain, "example.com");
 	signed_ok(&g, other, "example.com");
 	free(g.prepend);
+	/* a From domain of another organisation than MAIL FROM's (a user of
+	 * other.example writing From: ceo@example.com): never signed for it */
+	const char *foreign = "From: ceo@example.com\r\nSubject: x\r\n\r\nbody\r\n";
+	g = run_msg(&c, "user@other.example", foreign, strlen(foreign), 64);
+	assert_string_equal(g.r.sign_domain, "");
+	assert_string_equal(g.prepend, "");
+	free(g.prepend);
+	/* the same organisation (a subdomain's MAIL FROM): signed */
+	g = run_msg(&c, "bounce@lists.example.com", foreign, strlen(foreign), 64);
+	assert_string_equal(g.r.sign_domain, "example.com");
+	free(g.prepend);
 	/* no key at all: unsigned, nothing to prepend */
 	g = run_msg(&c, "a@other.example", other, strlen(other), 64);
 	assert_string_equal(g.r.sign_domain, "");
