@@ -527,8 +527,14 @@ static void sched_job_run(struct sched *s, struct sched_job *j)
 	 * between: then it comes again). With a remote recipient the removal
 	 * is made durable, so the window stays as short as it was.
 	 */
-	if (queue_msg_finish(s->q, j->qid, !j->all_local) == 0)
+	if (queue_msg_finish(s->q, j->qid, !j->all_local) == 0) {
 		j->removed = 1;
+		return;
+	}
+	/* not removed (and the loop's later attempt may fail too): the
+	 * outcomes go on record, so a restart does not deliver again */
+	for (size_t i = 0; i < j->n; i++)
+		sched_item_record(s, j, &j->items[i]);
 }
 
 /* sched_worker - take jobs until told to stop */

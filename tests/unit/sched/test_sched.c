@@ -17,6 +17,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -569,6 +571,58 @@ static void test_recover_exactly_once(void **state)
 	env_free(&e1);
 	env_free(&e2);
 	env_free(&e3);
+	fx_teardown(f);
+}
+
+/* set_immutable - chattr +i / -i on queue/msg/QID; 0, or -1 where the
+ * file system (or the user) cannot */
+static int set_immutable(struct fx *f, const char *qid, int on)
+{
+	char p[300];
+	snprintf(p, sizeof(p), "%s/msg/%s", f->qdir, qid);
+	int fd = open(p, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return -1;
+	int flags = 0, r = ioctl(fd, FS_IOC_GETFLAGS, &flags);
+	if (r == 0) {
+		flags = on ? flags | FS_IMMUTABLE_FL : flags & ~FS_IMMUTABLE_FL;
+		r = ioctl(fd, FS_IOC_SETFLAGS, &flags);
+	}
+	close(fd);
+	return r;
+}
+
+/* test_fast_path_removal_fails - every recipient delivered, but the
+ * message cannot be removed: its outcomes go on record, and a restart
+ * does not deliver it again */
+static void test_fast_path_removal_fails(void **state)
+{
+	(void)state;
+	struct fx *f = fx_setup();
+	char err[256] = "";
+	struct envelope env;
+	const char *r[] = {"alice@example.test", NULL};
+	make_msg(f, &env, "s@example.net", r);
+	if (set_immutable(f, env.qid, 1) < 0) {
+		env_free(&env);
+		fx_teardown(f);
+		skip(); /* no immutable flag here (not root, or tmpfs) */
+	}
+	sched_submit(f->s, &env);
+	run_until(f, pred_empty, NULL);
+	run_for(f, 100);
+	assert_int_equal(maildir_count(f, "example.test", "alice"), 1);
+	struct envelope got;
+	assert_true(in_queue(f, env.qid, &got));
+	assert_int_equal(got.rcpts[0].state, ENV_RCPT_DELIVERED);
+	env_free(&got);
+	assert_int_equal(set_immutable(f, env.qid, 0), 0);
+	fx_restart(f);
+	assert_int_equal(sched_recover(f->s, err, sizeof(err)), 0);
+	run_for(f, 300);
+	assert_int_equal(maildir_count(f, "example.test", "alice"), 1);
+	assert_false(in_queue(f, env.qid, NULL));
+	env_free(&env);
 	fx_teardown(f);
 }
 
@@ -1167,6 +1221,7 @@ int main(void)
 		cmocka_unit_test(test_local_failure_then_fixed),
 		cmocka_unit_test(test_hold_release_delete),
 		cmocka_unit_test(test_recover_exactly_once),
+		cmocka_unit_test(test_fast_path_removal_fails),
 		cmocka_unit_test(test_show),
 		cmocka_unit_test(test_remote_hook),
 		cmocka_unit_test(test_control_handle),
