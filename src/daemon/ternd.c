@@ -328,6 +328,7 @@ static int ternd_reload(struct ternd *t)
 	t->srv.conf = c;
 	sched_set_conf(t->sched, c);
 	remote_set_conf(t->remote, c);
+	dns_set_timeout_s(t->dns, c->dns_timeout);
 	log_init("ternd", level_of(c->log_level));
 	log_event(LOG_LEVEL_INFO, "reloaded", "configuration and tables reloaded (listeners unchanged)");
 	return 0;
@@ -450,6 +451,7 @@ int main(int argc, char **argv)
 		log_event(LOG_LEVEL_CRIT, "startup_failed", "resolver: %s", err);
 		return 1;
 	}
+	dns_set_timeout_s(t.dns, t.conf->dns_timeout); /* also for SPF, DKIM and DMARC */
 	t.srv.filter_env = ternd_filter_env(&t, t.conf, err, sizeof(err));
 	if (t.srv.filter_env == NULL) {
 		fprintf(stderr, "%s:0: %s\n", t.conf_path, err);

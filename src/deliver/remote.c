@@ -1418,13 +1418,6 @@ static void remote_timeouts_from_conf(struct remote_limits *l, const struct conf
 	l->timeouts.data_block = umin(data, 180);
 }
 
-/* remote_dns_timeout - apply dns_timeout (seconds) to a resolver */
-static void remote_dns_timeout(struct dns *dns, const struct conf *conf)
-{
-	if (conf->dns_timeout > 0 && conf->dns_timeout <= 3600)
-		dns_set_timeout(dns, (unsigned)conf->dns_timeout * 1000u);
-}
-
 /* remote_auth_clear - forget the relayhost credentials, wiping them */
 static void remote_auth_clear(struct remote *r)
 {
@@ -1564,7 +1557,7 @@ struct remote *remote_new(struct event_base *base, const struct conf *conf, stru
 	r->tls = tls_client_new(conf->smtp_tls_ca_file, terr, sizeof(terr));
 	if (r->tls == NULL)
 		log_event(LOG_LEVEL_WARN, "tls_out", "no TLS client context (%s): delivering in plain text", terr);
-	remote_dns_timeout(r->dns, conf);
+	dns_set_timeout_s(r->dns, conf->dns_timeout);
 	remote_timeouts_from_conf(&r->lim, conf);
 	remote_limits_fill(&r->lim);
 	remote_auth_load(r, conf);
@@ -1588,7 +1581,7 @@ void remote_set_conf(struct remote *r, const struct conf *conf)
 			r->dns = dns;
 		}
 	}
-	remote_dns_timeout(r->dns, conf);
+	dns_set_timeout_s(r->dns, conf->dns_timeout);
 	remote_timeouts_from_conf(&r->lim, conf);
 	remote_limits_fill(&r->lim);
 	r->conf = conf;

@@ -2,7 +2,7 @@
  * dns - asynchronous lookups on libunbound inside the libevent loop. See
  * dns.h for the interface and the RFC 5321 5.1 routing rules.
  *
- * Exports: dns_new, dns_free, dns_set_timeout, dns_mx_lookup,
+ * Exports: dns_new, dns_free, dns_set_timeout(_s), dns_mx_lookup,
  * dns_host_lookup, dns_txt_lookup, dns_cancel, dns_status_str,
  * dns_status_is_permanent, dns_status_dsn.
  *
@@ -284,6 +284,13 @@ fail:
 void dns_set_timeout(struct dns *dns, unsigned ms)
 {
 	dns->timeout_ms = ms ? ms : 1;
+}
+
+/* dns_set_timeout_s - see dns.h */
+void dns_set_timeout_s(struct dns *dns, uint64_t seconds)
+{
+	if (seconds > 0 && seconds <= 3600)
+		dns_set_timeout(dns, (unsigned)seconds * 1000u);
 }
 
 /* dns_destroy - release the context; no query is left */

@@ -15,7 +15,7 @@
  *   dns_status_is_permanent              whether a status should bounce
  *   dns_status_dsn                       the RFC 3463 enhanced code for it
  *   dns_new / dns_free                   a resolver on an event base
- *   dns_set_timeout                      per-lookup deadline (ms)
+ *   dns_set_timeout(_s)                  per-lookup deadline (ms, s)
  *   dns_mx_lookup                        domain -> ordered mail hosts with
  *                                        their addresses (RFC 5321 5.1)
  *   dns_host_lookup                      name -> A and AAAA addresses
@@ -54,6 +54,7 @@
 #define TERN_DNS_DNS_H
 
 #include <stddef.h>
+#include <stdint.h>
 
 #include "dns/dns_parse.h"
 
@@ -155,6 +156,9 @@ struct dns *dns_new(struct event_base *base, const char *resolver, char *err, si
  * safe to call from inside a dns callback */
 void dns_free(struct dns *dns);
 void dns_set_timeout(struct dns *dns, unsigned ms);
+/* dns_set_timeout_s - the same in seconds (the dns_timeout setting); 0 or
+ * more than an hour leaves it unchanged */
+void dns_set_timeout_s(struct dns *dns, uint64_t seconds);
 
 /*
  * The lookups: the callback runs exactly once, later, from the event loop,
