@@ -1011,7 +1011,7 @@ void smtp_session_input(struct smtp_session *s, const char *p, size_t n)
 		return;
 	if (s->in.cap == 0 && n > 0 && buf_init(&s->in, SMTP_SESSION_INPUT_MAX) < 0) {
 		s->in.data = smtp_session_no_input;
-		smtp_session_shutdown(s); /* out of memory costs this session a 421 */
+		smtp_server_oom(s); /* out of memory costs this session a 421 */
 		return;
 	}
 	s->depth++;
