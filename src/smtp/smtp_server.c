@@ -245,7 +245,12 @@ void smtp_server_verdict_log(const struct smtp_session *s, const char *stage,
  * else the table's for kind and stage (connect: what = NULL) */
 static void verdict_reply_what(struct smtp_session *s, const char *what, const struct smtp_verdict *v)
 {
-	if (v->reply[0] && smtp_verdict_reply_valid(v->kind, v->reply)) {
+	/* and fit for where it is sent: before the greeting a refusal closes,
+	 * so only 554 or 421 (RFC 5321 3.1, 3.8); later a temporary refusal
+	 * keeps the session open, so never the 421 that announces a close */
+	int fits = what ? !(v->kind == SMTP_VERDICT_TEMPFAIL && strncmp(v->reply, "421", 3) == 0)
+			: strncmp(v->reply, v->kind == SMTP_VERDICT_REJECT ? "554" : "421", 3) == 0;
+	if (v->reply[0] && fits && smtp_verdict_reply_valid(v->kind, v->reply)) {
 		strbuf_adds(&s->out, v->reply);
 		strbuf_add(&s->out, "\r\n", 2);
 		s->errors++;

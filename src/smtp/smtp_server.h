@@ -141,8 +141,10 @@ struct smtp_verdict {
 	enum smtp_verdict_kind kind;
 	/* "" = the table's reply for kind and stage; else a complete reply
 	 * without the final CRLF: "550 5.7.1 text", multi-line as
-	 * "550-a\r\n550 b". Checked by the session (smtp_verdict_reply_valid);
-	 * one that fails the check is logged and the table's reply is used */
+	 * "550-a\r\n550 b". Checked by the session (smtp_verdict_reply_valid,
+	 * and at CONNECT only 554 for REJECT and 421 for TEMPFAIL, elsewhere
+	 * no 421 for TEMPFAIL); one that fails is logged and the table's
+	 * reply is used */
 	char reply[SMTP_VERDICT_REPLY_MAX];
 	char why[64]; /* for the log: "milter", "dmarc", ... */
 };
