@@ -701,6 +701,15 @@ static int conn_op_rate_check(void *ctx, const char *account)
 	return 0;
 }
 
+/* conn_op_input_pending - bytes waiting in the socket (plain SMTP; with
+ * TLS the socket holds records, not what the client said) */
+static int conn_op_input_pending(void *ctx)
+{
+	struct conn *c = ctx;
+	char b;
+	return c->fd >= 0 && !c->tls && recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) > 0;
+}
+
 static const struct smtp_server_ops conn_ops = {
 	.write = conn_op_write,
 	.close = conn_op_close,
@@ -716,6 +725,7 @@ static const struct smtp_server_ops conn_ops = {
 	.rate_check = conn_op_rate_check,
 	.stage_check = conn_op_stage_check,
 	.txn_end = conn_op_txn_end,
+	.input_pending = conn_op_input_pending,
 };
 
 /* conn_refuse - answer a connection we will not serve, and close it */

@@ -978,6 +978,16 @@ void smtp_session_free(struct smtp_session *s)
 	free(s);
 }
 
+/* session_pregreet - a client that talks before the greeting is not an
+ * SMTP client waiting its turn (RFC 5321 3.1): typically a spam engine */
+static void session_pregreet(struct smtp_session *s)
+{
+	s->state = SMTP_STATE_GREETED;
+	smtp_server_reply(s, SMTP_R_PREGREET, NULL);
+	smtp_server_close(s, "pregreet");
+	buf_reset(&s->in);
+}
+
 void smtp_session_start(struct smtp_session *s, int client_spoke_first)
 {
 	if (s->state != SMTP_STATE_INIT || s->stage_wait)
@@ -991,12 +1001,7 @@ void smtp_session_start(struct smtp_session *s, int client_spoke_first)
 		log_kvi(&l, "pregreet", 1);
 	log_end(&l);
 	if (client_spoke_first) {
-		/* a client that talks before the greeting is not an SMTP client
-		 * waiting its turn (RFC 5321 3.1): typically a spam engine */
-		s->state = SMTP_STATE_GREETED;
-		smtp_server_reply(s, SMTP_R_PREGREET, NULL);
-		smtp_server_close(s, "pregreet");
-		buf_reset(&s->in);
+		session_pregreet(s);
 	} else {
 		/* the greeting waits for the CONNECT stage (session_connect_finish) */
 		smtp_server_stage_begin(s, SMTP_STAGE_CONNECT);
@@ -1150,6 +1155,15 @@ static void session_connect_finish(struct smtp_session *s, const struct smtp_ver
 {
 	s->state = SMTP_STATE_GREETED;
 	if (v->kind == SMTP_VERDICT_CONTINUE || v->kind == SMTP_VERDICT_DISCARD) {
+		if (s->ops->input_pending && s->ops->input_pending(s->ctx)) {
+			/* it talked while the check ran: before the greeting too */
+			struct log_line l;
+			smtp_server_log_start(s, &l, LOG_LEVEL_INFO, "pregreet");
+			log_kv(&l, "during", "connect check");
+			log_end(&l);
+			session_pregreet(s);
+			return;
+		}
 		smtp_server_reply(s, SMTP_R_GREETING, s->conf->hostname ? s->conf->hostname : "localhost");
 		return;
 	}

@@ -221,6 +221,10 @@ struct smtp_server_ops {
 	 * state of the checks can go (a milter gets ABORT unless its end of
 	 * message already ran). May be NULL */
 	void (*txn_end)(void *ctx, struct smtp_session *s);
+	/* input_pending - has the client sent bytes the session has not read
+	 * (asked when the CONNECT check passed: bytes that arrived while it
+	 * ran were sent before the greeting). May be NULL */
+	int (*input_pending)(void *ctx);
 };
 
 /*

@@ -144,6 +144,13 @@ static int fake_rate_check(void *ctx, const char *account)
 	return f->rate_limit && f->nrate_checks > f->rate_limit;
 }
 
+/* fake_input_pending - the transcript says whether bytes wait */
+static int fake_input_pending(void *ctx)
+{
+	struct fake *f = ctx;
+	return f->input_pending;
+}
+
 /* fake_stage_check - record what the check sees; answer now or later */
 static void fake_stage_check(void *ctx, enum smtp_stage stage, struct smtp_session *s)
 {
@@ -294,6 +301,7 @@ int fake_init(struct fake *f, const char *const *overrides, size_t n)
 		.sender_check = fake_sender_check,
 		.rate_check = fake_rate_check,
 		.stage_check = fake_stage_check,
+		.input_pending = fake_input_pending,
 		.txn_end = fake_txn_end,
 	};
 	for (int i = 0; i < 5; i++)

@@ -42,6 +42,7 @@ struct fake {
 	struct smtp_client_info info;
 	/* transport */
 	struct strbuf out;     /* replies not yet taken */
+	int input_pending;     /* what ops->input_pending answers */
 	size_t nwrites;        /* ops->write calls in total */
 	size_t nclose;         /* ops->close calls */
 	size_t nstarttls;      /* ops->starttls calls */

@@ -443,6 +443,8 @@ static void chat_directive(struct chat *c, char *d)
 			chat_fail(c, "env_auth_user: expected %s, have %s", arg, have);
 	} else if (strcmp(d, "may_relay") == 0) {
 		chat_assert_count(c, "may_relay of the last RCPT", (size_t)f->last_may_relay, arg);
+	} else if (strcmp(d, "input_pending") == 0) {
+		f->input_pending = atoi(arg);
 	} else if (strcmp(d, "closes") == 0) {
 		chat_assert_count(c, "close calls", f->nclose, arg);
 	} else if (strcmp(d, "closed") == 0) {
