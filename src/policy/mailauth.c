@@ -195,16 +195,19 @@ static void mailauth_dkim_cb(const struct dkim_sig_result *res, size_t n, void *
 	mailauth_check_done(m);
 }
 
-/* mailauth_key_exists - a key file of domain is there (either kind) */
+/* mailauth_key_exists - a key file of domain may be there (either kind):
+ * only "no such file" says no, so that a key directory we may not read
+ * (EACCES) is loaded, fails and is reported instead of signing nothing
+ * in silence */
 static int mailauth_key_exists(const char *dir, const char *domain, const char *selector)
 {
 	char p[4096];
 	struct stat st;
 	snprintf(p, sizeof(p), "%s/%s/%s.rsa.pem", dir, domain, selector);
-	if (stat(p, &st) == 0)
+	if (stat(p, &st) == 0 || (errno != ENOENT && errno != ENOTDIR))
 		return 1;
 	snprintf(p, sizeof(p), "%s/%s/%s.ed25519.pem", dir, domain, selector);
-	return stat(p, &st) == 0;
+	return stat(p, &st) == 0 || (errno != ENOENT && errno != ENOTDIR);
 }
 
 /* mailauth_sign_keys - keys of the first candidate domain that has some:
@@ -700,6 +703,12 @@ int mailauth_sign_content(const struct mailauth_conf *c, const char *domain, int
 		goto out;
 	}
 	struct dkim_sign *s = dkim_sign_new(k, time(NULL));
+	if (s == NULL) {
+		snprintf(err, errlen, "cannot start a signature");
+		dkim_signkeys_free(k);
+		rc = -1;
+		goto out;
+	}
 	rc = 0;
 	for (pos = 0; pos < len && rc == 0;) {
 		size_t n = (size_t)(len - pos < CHUNK ? len - pos : CHUNK);
