@@ -728,7 +728,6 @@ struct milter_sess *milter_sess_new(struct milter_chain *ch, const struct milter
 	for (size_t i = 0; i < s->n; i++) {
 		struct milter_conn *m = &s->m[i];
 		m->s = s;
-		m->idx = i;
 		m->addr = &ch->addrs[i];
 		m->fd = -1;
 		strbuf_init(&m->body);
@@ -781,7 +780,6 @@ void milter_sess_free(struct milter_sess *s)
 	free(s->if_addr);
 	free(s->tls_version);
 	free(s->tls_cipher);
-	free(s->helo);
 	free(s->qid);
 	free(s->auth_user);
 	free(s->auth_type);
@@ -804,7 +802,6 @@ void milter_sess_helo(struct milter_sess *s, const char *helo, milter_cb cb, voi
 {
 	if (stage_begin(s, S_HELO, cb, arg) < 0)
 		return;
-	set_str(&s->helo, helo, 255);
 	set_str(&s->arg_str, helo ? helo : "", 255);
 	stage_step(s);
 }

@@ -82,7 +82,6 @@ struct milter_conninfo {
 	const char *client_addr;  /* "192.0.2.1", "2001:db8::1" (NULL: unknown) */
 	unsigned short client_port;
 	const char *client_name;  /* reverse name or NULL ("[addr]" is sent) */
-	const char *helo_name_for_macros; /* unused before HELO; may be NULL */
 	int tls;                  /* the session is under TLS */
 	const char *session_id;   /* for logs */
 	const char *if_addr;      /* our address the client reached ({if_addr},

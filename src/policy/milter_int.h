@@ -54,7 +54,6 @@ struct pkt {
 
 struct milter_conn {
 	struct milter_sess *s;
-	size_t idx;
 	const struct milter_addr *addr;
 	int fd;
 	struct event *ev_rd, *ev_wr, *ev_tm;
@@ -100,7 +99,6 @@ struct milter_sess {
 	char *client_addr, *client_name, *session_id, *if_addr, *tls_version, *tls_cipher;
 	char client_port[8];
 	int tls;
-	char *helo;
 	/* transaction facts */
 	char *qid, *auth_user, *auth_type, *mail_addr, *rcpt_addr;
 	unsigned gen;
